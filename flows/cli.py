@@ -1,0 +1,115 @@
+"""`soundflow` command line: run the case study, predict with the champion, serve on a schedule."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import typing
+from typing import Any
+
+from flows.params import PRESETS, CaseStudyParams
+
+
+def _is_simple_list(annotation) -> bool:
+    return typing.get_origin(annotation) is list and typing.get_args(annotation) in ((str,), (int,))
+
+
+def add_param_options(parser: argparse.ArgumentParser) -> None:
+    """One --option per CaseStudyParams field, with its description and default (generated, never stale)."""
+    for name, field in CaseStudyParams.model_fields.items():
+        if name == "preset":
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=True)
+        shown = default.model_dump() if hasattr(default, "model_dump") else default
+        text = f"{field.description or ''} [default: {json.dumps(shown, default=str)}]"
+        ann = field.annotation
+        if ann is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif _is_simple_list(ann):
+            parser.add_argument(flag, dest=name, default=None, metavar="A,B,...", help=text + " (comma-separated)")
+        elif typing.get_origin(ann) in (dict, None) and hasattr(ann, "model_fields") or typing.get_origin(ann) is dict:
+            parser.add_argument(flag, dest=name, default=None, metavar="JSON", help=text + " (JSON)")
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=text)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Parsed options -> field overrides (only those given)."""
+    out: dict[str, Any] = {}
+    for name, field in CaseStudyParams.model_fields.items():
+        value = getattr(args, name, None)
+        if value is None or name == "preset":
+            continue
+        ann = field.annotation
+        if _is_simple_list(ann):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, str) and (typing.get_origin(ann) is dict or hasattr(ann, "model_fields")):
+            value = json.loads(value)
+        out[name] = value
+    return out
+
+
+def _load_args_file(args) -> dict[str, Any]:
+    if getattr(args, "params_file", None):
+        with open(args.params_file) as fh:
+            return json.load(fh)
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="soundflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the case study flow (ingest, features, augment, k-fold CV, ensembles, report)",
+                         )
+    run.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                     help="smoke: seconds (tests/CI); default: every family in ~30 min; book: the full book reproduction (hours)")
+    run.add_argument("--params-file", help="JSON file of parameter overrides (applied before the options)")
+    run.add_argument("--print-params", action="store_true", help="print the resolved parameters and exit")
+    add_param_options(run)
+
+    pred = sub.add_parser("predict", help="classify audio files with the registered champion model")
+    pred.add_argument("files", nargs="+", help="audio files (wav, ogg, flac, mp3; any rate and length)")
+    pred.add_argument("--model", default=None, help="registered model name (default: soundflow-esc10)")
+    pred.add_argument("--alias", default="champion")
+
+    serve = sub.add_parser("serve", help="serve the case study as a scheduled Prefect deployment (needs a Prefect server)")
+    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule [default: nightly 02:00]")
+    serve.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    serve.add_argument("--name", default="case-study-nightly")
+    serve.add_argument("--params-file", help="JSON file of parameter overrides")
+
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "run":
+        from flows.params import preset
+
+        params = preset(args.preset, **{**_load_args_file(args), **overrides_from(args)})
+        if args.print_params:
+            print(params.model_dump_json(indent=2))
+            return 0
+        from flows.case_study import case_study
+
+        result = case_study(params)
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    if args.command == "predict":
+        from flows.predict import predict
+
+        rows = predict(files=args.files, model_name=args.model, alias=args.alias)
+        failed = [r for r in rows if r.get("error")]
+        return 1 if failed and len(failed) == len(rows) else 0
+    if args.command == "serve":
+        from flows.params import preset
+        from flows.serve import serve_case_study
+
+        params = preset(args.preset, **_load_args_file(args))
+        serve_case_study(params, cron=args.cron, name=args.name)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

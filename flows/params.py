@@ -1,0 +1,90 @@
+"""The case study's parameters: one typed model, and named presets that are plain overrides of it."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tasks.models.classical import BOOK_SUITE
+
+
+class Augmentation(BaseModel):
+    """The book's four augmentations (see tasks/augment.py); copies are made for training folds only."""
+
+    n_copies: int = Field(4, ge=1, le=50, description="augmented copies per clip (book: 19)")
+    p_shift: float = Field(0.5, ge=0, le=1)
+    max_shift_s: float = Field(0.125, ge=0, le=2.5)
+    p_noise: float = Field(0.5, ge=0, le=1)
+    noise_level: float = Field(0.1, ge=0, le=1)
+    noise: Literal["zero_mean", "book"] = "zero_mean"
+    p_pitch: float = Field(0.5, ge=0, le=1)
+    pitch_steps: tuple[float, float] = (-10.0, 10.0)
+    p_stretch: float = Field(0.5, ge=0, le=1)
+    stretch_rate: tuple[float, float] = (0.5, 1.5)
+
+
+class CaseStudyParams(BaseModel):
+    """Everything a case-study run depends on; MLflow logs it flat on the parent run."""
+
+    preset: str = Field("default", description="name of the preset these values started from (informational)")
+    source: str | None = Field(None, description="dataset folder, .zip or URL; default: data/raw, else download ESC-50")
+    dataset: Literal["esc10", "esc50", "folders"] = Field("esc10", description="which layout/subset to ingest")
+    experiment: str | None = Field(None, description="MLflow experiment (default: soundflow-<dataset>)")
+    split: Literal["official", "group_kfold", "book_holdout"] = Field("official", description="official folds, StratifiedGroupKFold by source, or the book's 8-per-class hold-out")
+    k: int = Field(5, ge=2, le=20, description="folds for group_kfold")
+    seed: int = Field(0, ge=0, description="seed of every random step (splits, augmentation, models)")
+    sample_rate: int = Field(22050, ge=8000, le=96000, description="working sample rate in Hz")
+    duration_s: float = Field(5.0, gt=0, le=60, description="clips are padded/trimmed to this length")
+    clips_per_class_fold: int | None = Field(None, ge=1, description="keep only this many clips per class and fold (quick runs)")
+    features: list[str] = Field(["raw", "engineered"], description="representations for the models that accept them")
+    models: list[str] = Field(default_factory=lambda: [*BOOK_SUITE, "rbf_svm", "logreg", "mlp_sklearn"], description="models from the catalogue (tasks/models)")
+    augmented: list[str] = Field(default_factory=list, description="'model/features' configurations also trained on augmented folds (model name alone: all its features)")
+    augmentation: Augmentation = Field(default_factory=Augmentation)
+    augment_mode: Literal["ours", "book"] = Field("ours", description="book: 44.1 kHz and non-negative noise, as the book")
+    score_augmented_test: bool = Field(False, description="also score augmented copies of test clips (the book's protocol), as aug_test_accuracy")
+    repeats: dict[str, int] = Field(default_factory=dict, description="trainings per deep model with different seeds, e.g. {'cnn2d_logmel': 3}")
+    hyper: dict[str, dict[str, Any]] = Field(default_factory=dict, description="hyper-parameter overrides per model")
+    ensembles: list[str] = Field(default_factory=lambda: ["average", "maximum", "vote", "weighted", "stacking"], description="ensemble combiners over the best configurations")
+    ensemble_members: int = Field(5, ge=2, le=20, description="how many of the best configurations an ensemble mixes")
+    optimizer: str = Field("jaya", description="weight search for 'weighted': bbpso, jaya, de, ro, gwo, ga")
+    register_champion: bool = Field(True, description="refit the best configuration on all data and register it as champion if it wins")
+    n_jobs: int = Field(2, ge=1, le=64, description="parallel model fits / worker processes")
+    reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
+
+
+SMOKE: dict[str, Any] = {
+    "clips_per_class_fold": 2,
+    "models": ["nearest_centroid", "gaussian_nb", "rf50", "rbf_svm"],
+    "augmented": ["gaussian_nb/engineered"],
+    "augmentation": {"n_copies": 1},
+    "ensembles": ["average", "weighted"],
+    "ensemble_members": 3,
+    "register_champion": False,
+}
+
+DEFAULT: dict[str, Any] = {}
+
+BOOK: dict[str, Any] = {
+    "split": "book_holdout",
+    "sample_rate": 44100,
+    "augment_mode": "book",
+    "augmentation": {"n_copies": 19, "noise": "book"},
+    "score_augmented_test": True,
+    "models": [*BOOK_SUITE, "rbf_svm", "mlp_sklearn"],
+    "augmented": list(BOOK_SUITE) + ["mlp_sklearn"],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"smoke": SMOKE, "default": DEFAULT, "book": BOOK}
+
+
+def preset(name: str, **overrides: Any) -> CaseStudyParams:
+    """A preset's parameters with user overrides on top (nested dicts merge)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    merged = {**PRESETS[name], "preset": name}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return CaseStudyParams(**merged)

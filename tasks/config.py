@@ -1,0 +1,60 @@
+"""Paths built from the project root, the book's class order, and the MLflow store location."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MLRUNS = ROOT / "mlruns"
+
+
+def data_dir() -> Path:
+    """Root of downloads, caches and outputs; SOUNDFLOW_DATA overrides (tests use a temp dir)."""
+    return Path(os.environ.get("SOUNDFLOW_DATA", ROOT / "data")).resolve()
+
+
+def stage_dir(stage: str) -> Path:
+    """data/<stage> (raw, interim, features, models, reports), created on demand."""
+    path = data_dir() / stage
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tracking_uri() -> str:
+    """MLflow store: MLFLOW_TRACKING_URI if set, else an absolute sqlite path under mlruns/."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    MLRUNS.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{MLRUNS / 'mlflow.db'}"
+
+
+def artifact_location(experiment_name: str) -> str | None:
+    """Artifacts of the embedded store live under mlruns/<experiment>; a server picks its own."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (MLRUNS / "artifacts" / experiment_name).as_uri()
+
+
+# The book's label order for ESC-10 (Kneusel, ch. 12), keyed by ESC-50 category names.
+BOOK_CLASSES: tuple[str, ...] = (
+    "rain", "rooster", "crying_baby", "sea_waves", "clock_tick",
+    "sneezing", "dog", "crackling_fire", "helicopter", "chainsaw",
+)
+
+# ESC-10's own folder names ("001 - Dog bark") mapped to ESC-50 category names.
+ESC10_FOLDERS: dict[str, str] = {
+    "Dog bark": "dog",
+    "Rain": "rain",
+    "Sea waves": "sea_waves",
+    "Baby cry": "crying_baby",
+    "Clock tick": "clock_tick",
+    "Person sneeze": "sneezing",
+    "Helicopter": "helicopter",
+    "Chainsaw": "chainsaw",
+    "Rooster": "rooster",
+    "Fire crackling": "crackling_fire",
+}
+
+ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+SHARED_ESC10 = ROOT.parent / "shared" / "datasets" / "esc10"

@@ -1,0 +1,200 @@
+"""Ensembles of class-probability arrays: fixed combiners, searched weights, stacking, leakage-safe scoring.
+
+P is always a stack of shape (m models, n clips, C classes); every combiner returns (n, C).
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from tasks.errors import SoundflowError
+from tasks.optimizers import OPTIMIZERS, maximize
+
+COMBINERS = ("average", "maximum", "vote", "weighted", "stacking")
+WEIGHT_METHODS = OPTIMIZERS + ("proportional",)
+_EPS = 1e-12
+
+
+class EnsembleError(SoundflowError, ValueError):
+    """Ensemble inputs are inconsistent (shapes, labels, folds, weights or names)."""
+
+
+def _check(P, y=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate a probability stack (and labels) early, with messages that say how to fix them."""
+    P = np.asarray(P, dtype=np.float64)
+    if P.ndim != 3 or 0 in P.shape:
+        raise EnsembleError(f"P must have shape (models, clips, classes), got {P.shape}; "
+                            "stack per-model (n, C) arrays with np.stack")
+    if not np.all(np.isfinite(P)) or np.any(P < 0):
+        raise EnsembleError("P holds negative or non-finite values; pass softmax probabilities")
+    if y is None:
+        return P, None
+    y = np.asarray(y)
+    if y.shape != (P.shape[1],) or not np.issubdtype(y.dtype, np.integer):
+        raise EnsembleError(f"y must be {P.shape[1]} integer labels, got {y.dtype} {y.shape}")
+    if y.min() < 0 or y.max() >= P.shape[2]:
+        raise EnsembleError(f"labels must lie in [0, {P.shape[2]}), got [{y.min()}, {y.max()}]")
+    return P, y
+
+
+def _normalize(w, m: int) -> np.ndarray:
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (m,) or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise EnsembleError(f"weights must be {m} finite values >= 0 with a positive sum, got {w!r}")
+    return w / w.sum()
+
+
+def average(P) -> np.ndarray:
+    """Mean of the models' probabilities."""
+    return _check(P)[0].mean(axis=0)
+
+
+def maximum(P) -> np.ndarray:
+    """Per-class maximum over models, renormalized so each row sums to 1."""
+    top = _check(P)[0].max(axis=0)
+    return top / np.maximum(top.sum(axis=1, keepdims=True), _EPS)
+
+
+def vote(P) -> np.ndarray:
+    """One-hot majority vote of the models' argmaxes; ties go to the tied class with most summed probability."""
+    P = _check(P)[0]
+    m, n, C = P.shape
+    counts = np.zeros((n, C))
+    np.add.at(counts, (np.arange(n)[None, :], P.argmax(axis=2)), 1.0)
+    tied = counts == counts.max(axis=1, keepdims=True)
+    winner = np.where(tied, P.sum(axis=0), -np.inf).argmax(axis=1)
+    return np.eye(C)[winner]
+
+
+def weighted(P, w) -> np.ndarray:
+    """Weighted mean of the models' probabilities; w >= 0 is normalized to sum 1."""
+    P = _check(P)[0]
+    return np.tensordot(_normalize(w, P.shape[0]), P, axes=1)
+
+
+class Stacker:
+    """Stacking: a multinomial logistic regression on the models' concatenated (log-)probabilities."""
+
+    def __init__(self, C: float = 1.0, log: bool = True, max_iter: int = 1000):
+        self.C = C
+        self.log = log
+        self.max_iter = max_iter
+
+    def _features(self, P: np.ndarray) -> np.ndarray:
+        X = np.log(np.clip(P, _EPS, None)) if self.log else P
+        return X.transpose(1, 0, 2).reshape(P.shape[1], -1)
+
+    def fit(self, P, y) -> "Stacker":
+        P, y = _check(P, y)
+        self.n_models_, self.n_classes_ = P.shape[0], P.shape[2]
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(self._features(P), y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, P) -> np.ndarray:
+        """(n, C) probabilities; classes absent from the training labels get probability 0."""
+        P = _check(P)[0]
+        if P.shape[0] != self.n_models_ or P.shape[2] != self.n_classes_:
+            raise EnsembleError(f"Stacker was fitted on {self.n_models_} models x {self.n_classes_} "
+                                f"classes, got P of shape {P.shape}")
+        out = np.zeros((P.shape[1], self.n_classes_))
+        out[:, self.classes_] = self.model_.predict_proba(self._features(P))
+        return out
+
+
+def _fitness(P: np.ndarray, y: np.ndarray, objective: str):
+    """Batched objective of weight vectors W (k, m): accuracy (+ a log-loss tie-break worth < 1 clip) or -log-loss."""
+    n = len(y)
+
+    def fitness(W: np.ndarray) -> np.ndarray:
+        W = W / np.maximum(W.sum(axis=1, keepdims=True), _EPS)
+        W[W.sum(axis=1) == 0] = 1.0 / W.shape[1]
+        probs = np.einsum("km,mnc->knc", W, P)
+        log_loss = -np.log(np.clip(probs[:, np.arange(n), y], _EPS, None)).mean(axis=1)
+        if objective == "log_loss":
+            return -log_loss
+        accuracy = (probs.argmax(axis=2) == y).mean(axis=1)
+        return accuracy + np.exp(-log_loss) / (n + 1)
+
+    return fitness
+
+
+def _drop_tie_break(score: float, n: int) -> float:
+    return float(np.floor(score * n + 1e-9) / n)
+
+
+def search_weights(P, y, *, method: str, n_particles: int = 20, n_iter: int = 200, seed: int,
+                   objective: str = "accuracy") -> tuple[np.ndarray, float, list[float]]:
+    """Search ensemble weights on (P, y); returns (weights (m,) summing to 1, best score, best score per iteration).
+
+    The score is accuracy (ties broken by log-loss) or, with objective="log_loss", negative log-loss.
+    method is one of OPTIMIZERS, or "proportional" for weights proportional to each model's accuracy.
+    """
+    P, y = _check(P, y)
+    if objective not in ("accuracy", "log_loss"):
+        raise EnsembleError(f"objective must be 'accuracy' or 'log_loss', got {objective!r}")
+    if method not in WEIGHT_METHODS:
+        raise EnsembleError(f"unknown weight method {method!r}; choose one of {', '.join(WEIGHT_METHODS)}")
+    fitness = _fitness(P, y, objective)
+    if method == "proportional":
+        x = np.maximum((P.argmax(axis=2) == y).mean(axis=1), _EPS)
+        best = float(fitness(x[None].copy())[0])
+        history = [best]
+    else:
+        x, best, history = maximize(fitness, P.shape[0], method=method, n_particles=n_particles,
+                                    n_iter=n_iter, seed=seed)
+    if objective == "accuracy":  # report plain accuracy: the tie-break is worth less than one clip
+        best, history = _drop_tie_break(best, len(y)), [_drop_tie_break(h, len(y)) for h in history]
+    w = np.full(P.shape[0], 1.0 / P.shape[0]) if x.sum() <= 0 else x / x.sum()
+    return w, float(best), history
+
+
+def optimistic_weights(P, y, method: str = "jaya", seed: int = 0, **kw) -> tuple[np.ndarray, float, list[float]]:
+    """The book's variant: weights tuned on the very clips they are scored on, so the score is optimistic."""
+    return search_weights(P, y, method=method, seed=seed, **kw)
+
+
+def fold_safe_scores(P, y, folds, *, combiner: str, method: str | None = None, seed: int = 0, **kw) -> dict:
+    """Score an ensemble per fold, fitting weights or a stacker only on the other folds' out-of-fold clips.
+
+    kw goes to search_weights (n_particles, n_iter, objective) or to Stacker (C, log, max_iter).
+    Returns fold ids, per-fold accuracy, their mean and standard error, pooled accuracy,
+    the per-fold weights (weighted combiner only) and the assembled (n, C) probabilities.
+    """
+    P, y = _check(P, y)
+    folds = np.asarray(folds)
+    if folds.shape != y.shape:
+        raise EnsembleError(f"folds must give one fold id per clip ({y.shape}), got {folds.shape}")
+    if combiner not in COMBINERS:
+        raise EnsembleError(f"unknown combiner {combiner!r}; choose one of {', '.join(COMBINERS)}")
+    if combiner == "weighted" and method not in WEIGHT_METHODS:
+        raise EnsembleError(f"combiner='weighted' needs method= one of {', '.join(WEIGHT_METHODS)}")
+    fold_ids = np.unique(folds)
+    if combiner in ("weighted", "stacking") and len(fold_ids) < 2:
+        raise EnsembleError("fitting a combiner leakage-free needs at least two folds")
+    fixed = {"average": average, "maximum": maximum, "vote": vote}
+    proba = np.zeros(P.shape[1:])
+    accuracies, weights = [], []
+    for k in fold_ids:
+        test, train = folds == k, folds != k
+        if combiner in fixed:
+            proba[test] = fixed[combiner](P[:, test])
+        elif combiner == "weighted":
+            w, _, _ = search_weights(P[:, train], y[train], method=method, seed=seed, **kw)
+            weights.append(w)
+            proba[test] = weighted(P[:, test], w)
+        else:
+            proba[test] = Stacker(**kw).fit(P[:, train], y[train]).predict_proba(P[:, test])
+        accuracies.append(float((proba[test].argmax(axis=1) == y[test]).mean()))
+    acc = np.asarray(accuracies)
+    return {
+        "combiner": combiner,
+        "method": method,
+        "folds": fold_ids.tolist(),
+        "fold_accuracy": accuracies,
+        "mean": float(acc.mean()),
+        "sem": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float("nan"),
+        "pooled_accuracy": float((proba.argmax(axis=1) == y).mean()),
+        "weights": weights if combiner == "weighted" else None,
+        "proba": proba,
+    }

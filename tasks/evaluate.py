@@ -1,0 +1,81 @@
+"""The k-fold engine shared by every model family: fit on training folds, score the held-out fold."""
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def predict_proba(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class probabilities; softmax of decision scores or one-hot votes for models without them."""
+    if hasattr(estimator, "predict_proba"):
+        try:
+            p = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+            return _align(p, getattr(estimator, "classes_", np.arange(p.shape[1])), n_classes)
+        except AttributeError:  # e.g. SVC without probability=True
+            pass
+    if hasattr(estimator, "decision_function"):
+        d = np.asarray(estimator.decision_function(X), dtype=np.float64)
+        d = np.exp(d - d.max(axis=1, keepdims=True))
+        return _align(d / d.sum(axis=1, keepdims=True), estimator.classes_, n_classes)
+    pred = np.asarray(estimator.predict(X))
+    out = np.zeros((len(X), n_classes))
+    out[np.arange(len(X)), pred] = 1.0
+    return out
+
+
+def _align(p: np.ndarray, classes, n_classes: int) -> np.ndarray:
+    """Put columns in class-id order even when a training fold lacked a class."""
+    if p.shape[1] == n_classes and np.array_equal(np.asarray(classes), np.arange(n_classes)):
+        return p
+    out = np.zeros((len(p), n_classes))
+    out[:, np.asarray(classes, dtype=int)] = p
+    return out
+
+
+def training_set(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray,
+                 X_aug: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows: the fold's originals plus, if given, their augmented copies (and only theirs)."""
+    if X_aug is None:
+        return X[train], y[train], groups[train]
+    copies = X_aug[train]                       # (n_train, n_copies, ...)
+    n_copies = copies.shape[1]
+    Xt = np.concatenate([X[train], copies.reshape((-1,) + X.shape[1:])])
+    yt = np.concatenate([y[train], np.repeat(y[train], n_copies)])
+    gt = np.concatenate([groups[train], np.repeat(groups[train], n_copies)])
+    return Xt, yt, gt
+
+
+def cross_validate(make_estimator: Callable[[], object], X: np.ndarray, y: np.ndarray, splits, *,
+                   groups: np.ndarray, n_classes: int, X_aug: np.ndarray | None = None,
+                   score_aug_test: bool = False, on_fold: Callable[[int, dict], None] | None = None) -> dict:
+    """Out-of-fold probabilities and timings; test folds are always the original clips.
+
+    With score_aug_test (the book's protocol) the augmented copies of test clips are scored too,
+    their probabilities returned as `aug_proba` (n, n_copies, C)."""
+    proba = np.full((len(y), n_classes), np.nan)
+    aug_proba = None
+    if score_aug_test and X_aug is not None:
+        aug_proba = np.full(X_aug.shape[:2] + (n_classes,), np.nan)
+    fit_s, pred_s = [], []
+    for k, (train, test) in enumerate(splits):
+        Xt, yt, gt = training_set(X, y, groups, train, X_aug)
+        est = make_estimator()
+        t0 = time.perf_counter()
+        if "groups" in inspect.signature(est.fit).parameters:
+            est.fit(Xt, yt, groups=gt)
+        else:
+            est.fit(Xt, yt)
+        fit_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        proba[test] = predict_proba(est, X[test], n_classes)
+        pred_s.append(time.perf_counter() - t0)
+        if aug_proba is not None:
+            flat = X_aug[test].reshape((-1,) + X.shape[1:])
+            aug_proba[test] = predict_proba(est, flat, n_classes).reshape(len(test), X_aug.shape[1], n_classes)
+        fold_acc = float(np.mean(proba[test].argmax(1) == y[test]))
+        if on_fold:
+            on_fold(k, {"fold": k, "accuracy": fold_acc, "fit_seconds": fit_s[-1], "estimator": est})
+    return {"proba": proba, "aug_proba": aug_proba, "fit_seconds": fit_s, "predict_seconds": pred_s}

@@ -1,0 +1,76 @@
+"""The book's classical suite, an RBF SVM tuned inside the training folds, and sklearn's MLP."""
+from __future__ import annotations
+
+from typing import Callable
+
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+RBF_GRID = {"svc__C": [1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.3, 3.0]}
+
+
+class GroupedGridSearch(GridSearchCV):
+    """GridSearchCV whose inner folds are grouped by source clip, so tuning never leaks."""
+
+    def fit(self, X, y, groups=None, **kw):
+        return super().fit(X, y, groups=groups, **kw)
+
+
+class ScaledGamma(SVC):
+    """SVC whose numeric gamma is relative to 1/n_features, so one grid fits every feature size."""
+
+    def fit(self, X, y, sample_weight=None):
+        g = self.gamma
+        if not isinstance(g, str):
+            self.gamma = g / X.shape[1]
+        try:
+            return super().fit(X, y, sample_weight)
+        finally:
+            self.gamma = g
+
+
+def _scaled(clf) -> Pipeline:
+    return make_pipeline(StandardScaler(), clf)
+
+
+def _rbf(seed: int, n_jobs: int) -> GroupedGridSearch:
+    inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=seed)
+    return GroupedGridSearch(Pipeline([("scaler", StandardScaler()), ("svc", ScaledGamma(kernel="rbf"))]),
+                             RBF_GRID, cv=inner, n_jobs=n_jobs, refit=True)
+
+
+# name -> factory(seed, n_jobs); every model is scaled inside the fold (scaler fit on training rows only).
+CLASSICAL: dict[str, Callable[[int, int], object]] = {
+    "nearest_centroid": lambda s, j: _scaled(NearestCentroid()),
+    "knn3": lambda s, j: _scaled(KNeighborsClassifier(n_neighbors=3)),
+    "knn7": lambda s, j: _scaled(KNeighborsClassifier(n_neighbors=7)),
+    "gaussian_nb": lambda s, j: _scaled(GaussianNB()),
+    "rf5": lambda s, j: _scaled(RandomForestClassifier(5, random_state=s, n_jobs=j)),
+    "rf50": lambda s, j: _scaled(RandomForestClassifier(50, random_state=s, n_jobs=j)),
+    "rf500": lambda s, j: _scaled(RandomForestClassifier(500, random_state=s, n_jobs=j)),
+    "rf1000": lambda s, j: _scaled(RandomForestClassifier(1000, random_state=s, n_jobs=j)),
+    "linear_svm_c0.01": lambda s, j: _scaled(LinearSVC(C=0.01, random_state=s, max_iter=5000)),
+    "linear_svm_c0.1": lambda s, j: _scaled(LinearSVC(C=0.1, random_state=s, max_iter=5000)),
+    "linear_svm_c1": lambda s, j: _scaled(LinearSVC(C=1.0, random_state=s, max_iter=5000)),
+    "linear_svm_c10": lambda s, j: _scaled(LinearSVC(C=10.0, random_state=s, max_iter=5000)),
+    "rbf_svm": _rbf,
+    "logreg": lambda s, j: _scaled(LogisticRegression(C=0.1, max_iter=2000)),
+    "mlp_sklearn": lambda s, j: _scaled(MLPClassifier((512, 128), solver="lbfgs", max_iter=200, random_state=s)),
+}
+
+BOOK_SUITE = ["nearest_centroid", "knn3", "knn7", "gaussian_nb", "rf5", "rf50", "rf500", "rf1000",
+              "linear_svm_c0.01", "linear_svm_c0.1", "linear_svm_c1", "linear_svm_c10"]
+
+
+def make_classical(name: str, *, seed: int, n_jobs: int = 1):
+    """A fresh, unfitted estimator for `name`."""
+    if name not in CLASSICAL:
+        raise KeyError(f"unknown classical model {name!r}; choose from {sorted(CLASSICAL)}")
+    return CLASSICAL[name](seed, n_jobs)

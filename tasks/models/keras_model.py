@@ -1,0 +1,327 @@
+"""A scikit-learn-style classifier around the Keras nets: seeded tf.data training, crops, SpecAugment, mixup.
+
+Training-only randomness (shuffling, random crops, SpecAugment masks, mixup) is drawn from
+stateless TF random ops seeded by (seed, step), so a fit is reproducible and predict is
+deterministic. Nothing here touches MLflow; keep fitted estimators inside one task and pass
+the `.keras` path that `save` writes.
+
+Threads: TensorFlow's defaults use every core (on 2 cores, pinning one thread was 1.5x
+slower). To share a machine, set before TF starts: TF_NUM_INTRAOP_THREADS (threads inside an
+op), TF_NUM_INTEROP_THREADS (ops run in parallel), OMP_NUM_THREADS (oneDNN kernels);
+TF_ENABLE_ONEDNN_OPTS=0 trades speed for bit-identical results across CPUs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from tasks.models.nets import MODEL_NAMES, build_model
+
+SCHEDULES = ("constant", "cosine")
+_SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
+
+
+def grouped_holdout(groups, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) with about `fraction` of the samples held out, whole groups at a time."""
+    groups = np.asarray(groups)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise ValueError("a grouped validation split needs at least two groups")
+    order = np.random.default_rng(seed).permutation(unique)
+    target = max(1, round(fraction * len(groups)))
+    counts = {g: c for g, c in zip(*np.unique(groups, return_counts=True))}
+    held, n_held = [], 0
+    for g in order[:-1]:  # at least one group stays in training
+        if n_held >= target:
+            break
+        held.append(g)
+        n_held += counts[g]
+    is_val = np.isin(groups, held)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def learning_curve_figure(history: dict) -> Figure:
+    """Loss and accuracy per epoch, training and validation, as a pyplot-free (Agg) Figure."""
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = history.get(prefix + key) or []
+            if len(values):
+                ax.plot(np.arange(1, len(values) + 1), values, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+class KerasClassifier(ClassifierMixin, BaseEstimator):
+    """Train one net from `tasks.models.nets` on arrays; fit/predict/predict_proba like scikit-learn.
+
+    X is (n, length) or (n, length, 1) for 1D nets, (n, height, width[, channels]) for 2D nets
+    (log-mels: (n, n_mels, frames)), (n, features) for the MLP. The time axis (cropped, masked)
+    is the frames axis of 2D inputs and the first axis of 1D inputs.
+
+    - schedule: "constant", or "cosine" = linear warm-up over `warmup_frac` of all optimizer
+      steps, then cosine decay to 0.
+    - validation: fraction of the training samples held out, whole `groups` at a time (pass the
+      Freesound source id; without groups every sample is its own group, which leaks for ESC-10).
+    - standardize: subtract one mean and divide by one std, both from the training samples.
+    - spec_augment: None or dict(freq_masks, freq_width, time_masks, time_width) (widths in bins/
+      frames); masked values are set to 0 (the mean, once standardized). Training batches only.
+    - mixup_alpha: Beta(alpha, alpha) mixing of training pairs; 0 turns it off.
+    - random_crop_frames: None, or train on random crops of that many frames; predict then averages
+      the softmax over `predict_crops` evenly spaced crops, or (predict_crops=0) runs the full input,
+      which needs a net without Flatten (cnn2d_logmel, built with a variable-length time axis).
+    """
+
+    def __init__(self, arch: str = "cnn2d_logmel", hyper: dict | None = None, *, epochs: int = 100,
+                 batch_size: int = 16, learning_rate: float = 1e-3, schedule: str = "cosine",
+                 warmup_frac: float = 0.05, seed: int = 0, validation: float = 0.0,
+                 standardize: bool = True, spec_augment: dict | None = None, mixup_alpha: float = 0.0,
+                 random_crop_frames: int | None = None, predict_crops: int = 5, verbose: int = 0):
+        self.arch = arch
+        self.hyper = hyper
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.schedule = schedule
+        self.warmup_frac = warmup_frac
+        self.seed = seed
+        self.validation = validation
+        self.standardize = standardize
+        self.spec_augment = spec_augment
+        self.mixup_alpha = mixup_alpha
+        self.random_crop_frames = random_crop_frames
+        self.predict_crops = predict_crops
+        self.verbose = verbose
+
+    # ---- fitting -------------------------------------------------------------------------
+    def fit(self, X, y, *, groups=None) -> "KerasClassifier":
+        """Train a fresh model on (X, y); `groups` keeps each source on one side of the validation split."""
+        self._check_params()
+        start = time.perf_counter()
+        X = self._as_model_input(np.asarray(X, dtype=np.float32))
+        y = np.asarray(y)
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values; clean the features before fitting")
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        n_classes = len(self.classes_)
+
+        if self.validation:
+            groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+            if len(groups) != len(y):
+                raise ValueError(f"groups has {len(groups)} entries but y has {len(y)}")
+            train_idx, val_idx = grouped_holdout(groups, self.validation, self.seed)
+        else:
+            train_idx, val_idx = np.arange(len(y)), np.arange(0)
+        x_train = X[train_idx]
+        self.mean_, self.std_ = (float(x_train.mean()), float(x_train.std()) or 1.0) if self.standardize else (0.0, 1.0)
+        x_train = self._scale(x_train)
+        y_train = np.eye(n_classes, dtype=np.float32)[y_idx[train_idx]]
+
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(int(self.seed))
+        tf.config.experimental.enable_op_determinism()
+        self.input_shape_ = self._model_input_shape(X.shape[1:])
+        model = build_model(self.arch, self.input_shape_, n_classes, **(self.hyper or {}))
+        steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
+        model.compile(optimizer=keras.optimizers.Adam(self._learning_rate(steps_per_epoch * self.epochs)),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
+
+        val_data = None
+        if len(val_idx):
+            x_val = self._scale(X[val_idx])
+            if self.random_crop_frames:
+                x_val = self._crops(x_val, 1)[0]
+            y_val = np.eye(n_classes, dtype=np.float32)[y_idx[val_idx]]
+            val_data = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(max(self.batch_size, 64))
+        hist = model.fit(self._train_dataset(x_train, y_train), epochs=self.epochs,
+                         steps_per_epoch=steps_per_epoch, validation_data=val_data, verbose=self.verbose)
+
+        self.model_ = model
+        self.history_ = {k: [float(v) for v in hist.history.get(k, [])]
+                         for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        self.n_params_ = int(model.count_params())
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def _check_params(self) -> None:
+        if self.arch not in MODEL_NAMES:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+
+    def _learning_rate(self, total_steps: int):
+        if self.schedule == "constant":
+            return float(self.learning_rate)
+        warmup = int(round(self.warmup_frac * total_steps))
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.05 * self.learning_rate if warmup else self.learning_rate,
+            decay_steps=max(1, total_steps - warmup), alpha=0.0,
+            warmup_target=float(self.learning_rate) if warmup else None, warmup_steps=warmup)
+
+    def _train_dataset(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
+        """Seeded shuffle, batch, repeat; then per-batch augmentation seeded by (seed, batch number)."""
+        ds = (tf.data.Dataset.from_tensor_slices((x, y))
+              .shuffle(len(x), seed=int(self.seed), reshuffle_each_iteration=True)
+              .batch(self.batch_size)
+              .repeat())
+        ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(self._augment_fn(x.ndim - 1),
+                                                                     num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _augment_fn(self, sample_ndim: int):
+        time_axis = self._time_axis(sample_ndim) + 1
+        freq_axis = 1 if sample_ndim == 3 else None
+        crop = self.random_crop_frames
+        spec = None if self.spec_augment is None else {**_SPEC_AUGMENT_DEFAULTS, **self.spec_augment}
+        alpha = float(self.mixup_alpha)
+        seed = int(self.seed)
+
+        def augment(step, batch):
+            x, y = batch
+            seeds = tf.unstack(tf.random.split(tf.stack([tf.constant(seed, tf.int64), step]), 4))
+            if crop:
+                x = _random_crop(x, crop, time_axis, seeds[0])
+            if spec:
+                x = _mask(x, time_axis, spec["time_masks"], spec["time_width"], seeds[1])
+                if freq_axis is not None:
+                    x = _mask(x, freq_axis, spec["freq_masks"], spec["freq_width"], seeds[2])
+            if alpha > 0:
+                x, y = _mixup(x, y, alpha, seeds[3])
+            return x, y
+
+        return augment
+
+    # ---- prediction ----------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """Softmax probabilities (n, n_classes), float32; averaged over evenly spaced crops if cropping."""
+        X = self._scale(self._as_model_input(np.asarray(X, dtype=np.float32)))
+        batch = max(self.batch_size, 64)
+        if self.random_crop_frames and self.predict_crops:
+            crops = self._crops(X, self.predict_crops)
+            probs = self.model_.predict(np.concatenate(crops), batch_size=batch, verbose=0)
+            return probs.reshape(len(crops), len(X), -1).mean(axis=0).astype(np.float32)
+        return self.model_.predict(X, batch_size=batch, verbose=0).astype(np.float32)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class label per sample."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # ---- persistence ---------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the model to `path` (.keras) and settings + standardization stats beside it (.json)."""
+        path = Path(path)
+        if path.suffix != ".keras":
+            raise ValueError(f"{path}: the model file must end in .keras")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.model_.save(path)
+        state = {"params": self.get_params(), "classes": self.classes_.tolist(),
+                 "mean": self.mean_, "std": self.std_, "input_shape": list(self.input_shape_),
+                 "history": self.history_, "n_params": self.n_params_, "fit_seconds": self.fit_seconds_}
+        path.with_suffix(".json").write_text(json.dumps(state, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "KerasClassifier":
+        """Rebuild a fitted classifier from the .keras file and its .json sidecar written by `save`."""
+        path = Path(path)
+        sidecar = path.with_suffix(".json")
+        if not path.is_file() or not sidecar.is_file():
+            raise FileNotFoundError(f"{path}: need both {path.name} and {sidecar.name} (written by save)")
+        state = json.loads(sidecar.read_text())
+        est = cls(**state["params"])
+        est.model_ = keras.saving.load_model(path)
+        est.classes_ = np.asarray(state["classes"])
+        est.mean_, est.std_ = state["mean"], state["std"]
+        est.input_shape_ = tuple(state["input_shape"])
+        est.history_, est.n_params_, est.fit_seconds_ = state["history"], state["n_params"], state["fit_seconds"]
+        return est
+
+    # ---- array helpers -------------------------------------------------------------------
+    def _as_model_input(self, X: np.ndarray) -> np.ndarray:
+        """Add the channel axis the conv nets expect: (n, L) -> (n, L, 1), (n, H, W) -> (n, H, W, 1)."""
+        if (self.arch.startswith("cnn1d") and X.ndim == 2) or (self.arch.startswith("cnn2d") and X.ndim == 3):
+            return X[..., None]
+        return X
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean_) / self.std_).astype(np.float32)
+
+    @staticmethod
+    def _time_axis(sample_ndim: int) -> int:
+        return 1 if sample_ndim == 3 else 0
+
+    def _model_input_shape(self, sample_shape: tuple) -> tuple:
+        if not self.random_crop_frames:
+            return tuple(sample_shape)
+        axis = self._time_axis(len(sample_shape))
+        if self.random_crop_frames > sample_shape[axis]:
+            raise ValueError(f"random_crop_frames={self.random_crop_frames} exceeds the input's "
+                             f"{sample_shape[axis]} frames; lower it or pad the input")
+        shape = list(sample_shape)
+        shape[axis] = None if self.predict_crops == 0 else self.random_crop_frames
+        return tuple(shape)
+
+    def _crops(self, X: np.ndarray, n_crops: int) -> list[np.ndarray]:
+        """`n_crops` evenly spaced crops of random_crop_frames along the time axis (one = centre)."""
+        axis = self._time_axis(X.ndim - 1) + 1
+        length, size = X.shape[axis], self.random_crop_frames
+        if size > length:
+            raise ValueError(f"input has {length} frames, fewer than random_crop_frames={size}")
+        starts = [(length - size) // 2] if n_crops == 1 else np.linspace(0, length - size, n_crops).round().astype(int)
+        return [np.take(X, np.arange(s, s + size), axis=axis) for s in starts]
+
+
+def _random_crop(x: tf.Tensor, size: int, axis: int, seed: tf.Tensor) -> tf.Tensor:
+    """One random window of `size` along `axis` per sample."""
+    n, length = tf.shape(x)[0], tf.shape(x)[axis]
+    start = tf.random.stateless_uniform([n], seed, minval=0, maxval=length - size + 1, dtype=tf.int32)
+    idx = start[:, None] + tf.range(size)[None, :]
+    return tf.gather(x, idx, axis=axis, batch_dims=1)
+
+
+def _mask(x: tf.Tensor, axis: int, n_masks: int, max_width: int, seed: tf.Tensor) -> tf.Tensor:
+    """SpecAugment: zero `n_masks` bands of 0..max_width bins along `axis`, independently per sample."""
+    if n_masks <= 0 or max_width <= 0:
+        return x
+    n, size = tf.shape(x)[0], tf.shape(x)[axis]
+    s1, s2 = tf.unstack(tf.random.split(seed, 2))
+    width = tf.random.stateless_uniform([n, n_masks], s1, minval=0, maxval=max_width + 1, dtype=tf.int32)
+    width = tf.minimum(width, size)
+    start = tf.cast(tf.random.stateless_uniform([n, n_masks], s2) * tf.cast(size - width + 1, tf.float32), tf.int32)
+    pos = tf.range(size)[None, None, :]
+    hit = (pos >= start[..., None]) & (pos < (start + width)[..., None])
+    keep = 1.0 - tf.cast(tf.reduce_any(hit, axis=1), x.dtype)  # (n, size)
+    shape = [-1] + [1] * (x.shape.rank - 1)
+    shape[axis] = size
+    return x * tf.reshape(keep, shape)
+
+
+def _mixup(x: tf.Tensor, y: tf.Tensor, alpha: float, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mix each sample with a random partner of the batch, weight ~ Beta(alpha, alpha)."""
+    n = tf.shape(x)[0]
+    s1, s2, s3 = tf.unstack(tf.random.split(seed, 3))
+    g1 = tf.random.stateless_gamma([n], s1, alpha=alpha)
+    g2 = tf.random.stateless_gamma([n], s2, alpha=alpha)
+    lam = g1 / (g1 + g2 + 1e-12)
+    perm = tf.argsort(tf.random.stateless_uniform([n], s3))
+    lam_x = tf.reshape(lam, [-1] + [1] * (x.shape.rank - 1))
+    x = lam_x * x + (1.0 - lam_x) * tf.gather(x, perm)
+    y = lam[:, None] * y + (1.0 - lam[:, None]) * tf.gather(y, perm)
+    return x, y

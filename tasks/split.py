@@ -1,0 +1,93 @@
+"""Train/test splits that never put one source clip on both sides."""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sklearn.model_selection import StratifiedGroupKFold
+
+from tasks.cache import save_json
+from tasks.errors import DatasetError
+
+Scheme = Literal["official", "group_kfold", "book_holdout"]
+
+
+def official_folds(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One (train, test) pair per official fold id."""
+    folds = np.asarray(folds)
+    ids = sorted(set(folds.tolist()))
+    if len(ids) < 2 or 0 in ids:
+        raise DatasetError(f"official folds need fold ids >= 1 on every clip, got {ids}; use split='group_kfold'")
+    return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in ids]
+
+
+def group_kfold(y: np.ndarray, groups: np.ndarray, *, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """StratifiedGroupKFold by source clip, for data without official folds."""
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y, groups)]
+
+
+def book_holdout(y: np.ndarray, groups: np.ndarray, *, per_class: int = 8, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The book's single split: about `per_class` clips of each class held out, whole sources at a time."""
+    rng = np.random.default_rng(seed)
+    test: list[int] = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        sources = list(dict.fromkeys(groups[members].tolist()))
+        rng.shuffle(sources)
+        taken = 0
+        for s in sources:
+            if taken >= per_class:
+                break
+            idx = members[groups[members] == s]
+            test.extend(idx.tolist())
+            taken += len(idx)
+    test_idx = np.array(sorted(test))
+    train_idx = np.setdiff1d(np.arange(len(y)), test_idx)
+    return [(train_idx, test_idx)]
+
+
+def make_splits(manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Splits for a manifest; each clip's source id keeps all its takes (and their copies) together."""
+    y = manifest["class_id"].to_numpy()
+    groups = manifest["source_id"].astype(str).to_numpy()
+    if scheme == "official":
+        splits = official_folds(manifest["fold"].to_numpy())
+    elif scheme == "group_kfold":
+        splits = group_kfold(y, groups, k=k, seed=seed)
+    elif scheme == "book_holdout":
+        splits = book_holdout(y, groups, seed=seed)
+    else:
+        raise ValueError(f"unknown split scheme {scheme!r}; use official, group_kfold or book_holdout")
+    check_no_leak(splits, groups)
+    return splits
+
+
+def check_no_leak(splits, groups: np.ndarray) -> None:
+    """Raise if any source id appears on both sides of a split."""
+    for i, (tr, te) in enumerate(splits):
+        shared = set(groups[tr].tolist()) & set(groups[te].tolist())
+        if shared:
+            raise DatasetError(f"split {i}: sources on both sides of the split: {sorted(shared)[:5]}")
+        if len(np.intersect1d(tr, te)):
+            raise DatasetError(f"split {i}: clips on both sides of the split")
+
+
+@task(cache_policy=NO_CACHE)
+def split_task(manifest_path: str, scheme: str, k: int, seed: int, out_path: str) -> str:
+    """Make the splits and save them as JSON lists of indices."""
+    manifest = pd.read_csv(manifest_path)
+    splits = make_splits(manifest, scheme=scheme, k=k, seed=seed)
+    save_json(out_path, [{"train": tr.tolist(), "test": te.tolist()} for tr, te in splits])
+    return out_path
+
+
+def load_splits(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read splits written by split_task."""
+    import json
+
+    with open(path) as fh:
+        return [(np.array(s["train"], dtype=int), np.array(s["test"], dtype=int)) for s in json.load(fh)]

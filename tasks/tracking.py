@@ -1,0 +1,163 @@
+"""All MLflow writes: explicit run ids through MlflowClient, never the thread-local active run."""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
+
+from tasks import config
+
+MAX_PARAM_LEN = 6000
+
+
+def client() -> MlflowClient:
+    """A client on the configured store (embedded sqlite under mlruns/ unless MLFLOW_TRACKING_URI)."""
+    return MlflowClient(tracking_uri=config.tracking_uri())
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id for `name`, created once (before any fan-out, so sqlite sees one writer)."""
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=config.artifact_location(name))
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts to dotted keys with string values, as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value, default=str) if isinstance(value, (list, tuple)) else str(value)
+            flat[name] = text[:MAX_PARAM_LEN]
+    return flat
+
+
+def git_commit() -> str:
+    """The repo's HEAD commit, or 'unknown' outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config.ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start_run(experiment_id: str, *, name: str, params: Mapping[str, Any] | None = None,
+              tags: Mapping[str, str] | None = None, parent_id: str | None = None) -> str:
+    """Create a run (nested under parent_id if given) and log its params; returns the run id."""
+    all_tags = {"mlflow.source.git.commit": git_commit(), **(tags or {})}
+    if parent_id:
+        all_tags["mlflow.parentRunId"] = parent_id
+    run = client().create_run(experiment_id, run_name=name, tags=all_tags)
+    if params:
+        log_params(run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(run_id: str, params: Mapping[str, Any]) -> None:
+    """Log (flattened) params in batches of 100."""
+    items = [Param(k, v) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):
+        client().log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
+    """Log scalar metrics in one batch."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and np.isfinite(v)]
+    for i in range(0, len(items), 500):
+        client().log_batch(run_id, metrics=items[i:i + 500])
+
+
+def log_series(run_id: str, key: str, values, *, start_step: int = 0) -> None:
+    """Log one metric as a series (step = fold or epoch), so the UI draws it as a curve."""
+    now = int(time.time() * 1000)
+    items = [Metric(key, float(v), now, start_step + i) for i, v in enumerate(values) if np.isfinite(v)]
+    for i in range(0, len(items), 500):
+        client().log_batch(run_id, metrics=items[i:i + 500])
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark a run FINISHED / FAILED / KILLED."""
+    client().set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def run(experiment_id: str, *, name: str, params=None, tags=None, parent_id=None) -> Iterator[str]:
+    """A run that ends FINISHED, or FAILED (KILLED on Ctrl-C) if its block raises."""
+    run_id = start_run(experiment_id, name=name, params=params, tags=tags, parent_id=parent_id)
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        end_run(run_id, "KILLED")
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            client().set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        end_run(run_id, "FAILED")
+        raise
+    else:
+        end_run(run_id, "FINISHED")
+
+
+def log_figure(run_id: str, fig, artifact_file: str) -> None:
+    """Log a matplotlib figure as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    client().log_figure(run_id, fig, artifact_file, save_kwargs={"dpi": 110, "bbox_inches": "tight"})
+    plt.close(fig)
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """Log a text artifact (markdown, report, json)."""
+    client().log_text(run_id, text, artifact_file)
+
+
+def log_frame(run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
+    """Log a DataFrame as a CSV artifact."""
+    log_text(run_id, frame.to_csv(index=False), artifact_file)
+
+
+def log_file(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file from disk."""
+    client().log_artifact(run_id, str(path), artifact_path)
+
+
+def log_dataset(run_id: str, manifest: pd.DataFrame, *, name: str, digest: str, source: str, context: str = "training") -> None:
+    """Log the manifest as the run's dataset input (the Datasets column of the MLflow UI)."""
+    import mlflow.data
+
+    ds = mlflow.data.from_pandas(manifest, source=source, name=name, digest=digest, targets="class_id")
+    client().log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+
+
+def run_url(run_id: str) -> str:
+    """Where to look at a run: the server's UI link, or the local `mlflow ui` default."""
+    c = client()
+    r = c.get_run(run_id)
+    uri = config.tracking_uri()
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{r.info.experiment_id}/runs/{run_id}"
+
+
+def failed(status: str) -> bool:
+    return status == RunStatus.to_string(RunStatus.FAILED)
+
+
+def log_history(run_id: str, history: Mapping[str, list], *, fold: int) -> None:
+    """Per-epoch curves of one fold (step = epoch), e.g. fold0_loss, fold0_val_accuracy."""
+    for key, values in history.items():
+        log_series(run_id, f"fold{fold}_{key}", values)

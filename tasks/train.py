@@ -1,0 +1,107 @@
+"""One model x representation under k-fold CV: fit, score, and log a nested MLflow run."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import tracking
+from tasks.cache import digest, save_json, save_npy
+from tasks.evaluate import cross_validate
+from tasks.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
+from tasks.models import catalog
+from tasks.split import load_splits
+
+
+def run_name(model: str, features: str, augmented: bool, repeat: int | None = None) -> str:
+    """The name a configuration carries everywhere (MLflow run, tables, ensembles)."""
+    name = f"{model}/{features}{'+aug' if augmented else ''}"
+    return f"{name}#{repeat}" if repeat is not None else name
+
+
+def class_names(manifest: pd.DataFrame) -> list[str]:
+    """Class names in class-id order, from the manifest."""
+    pairs = manifest[["class_id", "class_name"]].drop_duplicates().sort_values("class_id")
+    return pairs["class_name"].tolist()
+
+
+def _load(path: str | None):
+    return None if path is None else np.load(path, mmap_mode="r")
+
+
+def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: str) -> None:
+    tracking.log_series(run_id, "fold_accuracy", summary["fold_accuracy"])
+    tracking.log_series(run_id, "fold_macro_f1", summary["fold_macro_f1"])
+    metrics = scalar_metrics(summary)
+    metrics["fit_seconds"] = float(np.sum(cv["fit_seconds"]))
+    metrics["predict_seconds"] = float(np.sum(cv["predict_seconds"]))
+    if cv.get("aug_test_accuracy") is not None:
+        metrics["aug_test_accuracy"] = cv["aug_test_accuracy"]
+    tracking.log_metrics(run_id, metrics)
+    tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=title), "confusion_matrix.png")
+    tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
+    tracking.log_text(run_id, summary["report"], "classification_report.txt")
+
+
+@task(cache_policy=NO_CACHE, task_run_name="train {spec[name]}")
+def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, results_dir: str) -> dict:
+    """Cross-validate one configuration; reuse a finished result from disk if its inputs are unchanged.
+
+    spec: name, model, features, augmented, seed, hyper, n_jobs, score_aug_test.
+    inputs: manifest, splits, features {kind: path}, aug_features {kind: path}."""
+    log = get_run_logger()
+    manifest = pd.read_csv(inputs["manifest"])
+    names = class_names(manifest)
+    y = manifest["class_id"].to_numpy()
+    groups = manifest["source_id"].astype(str).to_numpy()
+    splits = load_splits(inputs["splits"])
+    feat = spec["features"]
+    aug_path = inputs["aug_features"].get(feat) if spec["augmented"] else None
+    key = digest(spec, Path(inputs["features"][feat]).name, Path(aug_path).name if aug_path else None,
+                 Path(inputs["splits"]).read_text())
+    out = Path(results_dir) / f"{spec['name'].replace('/', '_')}-{key}"
+    params = {"model": spec["model"], "features": feat, "augmented": spec["augmented"], "seed": spec["seed"],
+              "family": catalog.info(spec["model"]).family, "hyper": spec.get("hyper") or {}}
+    with tracking.run(experiment_id, name=spec["name"], params=params, parent_id=parent_id,
+                      tags={"soundflow.kind": "model", "soundflow.config": spec["name"]}) as run_id:
+        if (out / "summary.json").exists() and (out / "proba.npy").exists():
+            log.info("%s: reusing the finished result in %s", spec["name"], out)
+            proba = np.load(out / "proba.npy")
+            cv = json.loads((out / "summary.json").read_text())
+            tracking.client().set_tag(run_id, "soundflow.reused", "true")
+        else:
+            X, X_aug = _load(inputs["features"][feat]), _load(aug_path)
+            factory = catalog.make(spec["model"], seed=spec["seed"], n_jobs=spec.get("n_jobs", 1), hyper=spec.get("hyper"))
+            t0 = time.perf_counter()
+
+            def on_fold(k: int, info: dict) -> None:
+                log.info("%s: fold %d/%d accuracy %.3f (fit %.1fs)", spec["name"], k + 1, len(splits),
+                         info["accuracy"], info["fit_seconds"])
+                est = info["estimator"]
+                if hasattr(est, "history_"):
+                    tracking.log_history(run_id, est.history_, fold=k)
+
+            res = cross_validate(factory, np.asarray(X), y, splits, groups=groups, n_classes=len(names),
+                                 X_aug=None if X_aug is None else np.asarray(X_aug),
+                                 score_aug_test=spec.get("score_aug_test", False), on_fold=on_fold)
+            proba = res["proba"]
+            cv = {"fit_seconds": res["fit_seconds"], "predict_seconds": res["predict_seconds"],
+                  "wall_seconds": time.perf_counter() - t0, "aug_test_accuracy": None}
+            if res["aug_proba"] is not None:
+                tested = ~np.isnan(res["aug_proba"][..., 0])
+                hits = res["aug_proba"].argmax(-1) == y[:, None]
+                cv["aug_test_accuracy"] = float(hits[tested].mean())
+            save_npy(out / "proba.npy", proba)
+            save_json(out / "summary.json", cv)
+        summary = cv_summary(y, proba, splits, names)
+        _log_result(run_id, summary, cv, names, spec["name"])
+        log.info("%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"], 100 * summary["cv_accuracy_sem"])
+    return {"name": spec["name"], "model": spec["model"], "features": feat, "augmented": spec["augmented"],
+            "family": params["family"], "run_id": run_id, "proba": str(out / "proba.npy"),
+            "cv_accuracy_mean": summary["cv_accuracy_mean"], "cv_accuracy_sem": summary["cv_accuracy_sem"],
+            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"]))}
