@@ -91,3 +91,30 @@ def load_splits(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
     with open(path) as fh:
         return [(np.array(s["train"], dtype=int), np.array(s["test"], dtype=int)) for s in json.load(fh)]
+
+
+def subset_rows(manifest: pd.DataFrame, *, per_class_fold: int) -> np.ndarray:
+    """Row indices of the first `per_class_fold` clips of each (class, fold), in manifest order."""
+    keep = manifest.groupby(["class_id", "fold"], sort=False).head(per_class_fold).index
+    return np.sort(keep.to_numpy())
+
+
+@task(cache_policy=NO_CACHE)
+def subset_task(data: dict, per_class_fold: int, out_dir: str) -> dict:
+    """A smaller dataset (quick runs, tests): same layout of outputs as ingestion's."""
+    from pathlib import Path
+
+    from tasks.cache import digest, save_npy
+
+    manifest = pd.read_csv(data["manifest"])
+    rows = subset_rows(manifest, per_class_fold=per_class_fold)
+    key = digest(data["digest"], per_class_fold)
+    out = Path(out_dir)
+    man_path, clips_path = out / f"manifest-{key}.csv", out / f"clips-{key}.npy"
+    if not (man_path.exists() and clips_path.exists()):
+        save_npy(clips_path, np.load(data["clips"], mmap_mode="r")[rows])
+        from tasks.cache import atomic_path
+
+        with atomic_path(man_path) as tmp:
+            manifest.iloc[rows].reset_index(drop=True).to_csv(tmp, index=False)
+    return {**data, "manifest": str(man_path), "clips": str(clips_path), "digest": key, "n_clips": len(rows)}

@@ -58,7 +58,7 @@ def git_commit() -> str:
 def start_run(experiment_id: str, *, name: str, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, parent_id: str | None = None) -> str:
     """Create a run (nested under parent_id if given) and log its params; returns the run id."""
-    all_tags = {"mlflow.source.git.commit": git_commit(), **(tags or {})}
+    all_tags = {"mlflow.source.git.commit": git_commit(), **_flow_run_tags(), **(tags or {})}
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id
     run = client().create_run(experiment_id, run_name=name, tags=all_tags)
@@ -161,3 +161,35 @@ def log_history(run_id: str, history: Mapping[str, list], *, fold: int) -> None:
     """Per-epoch curves of one fold (step = epoch), e.g. fold0_loss, fold0_val_accuracy."""
     for key, values in history.items():
         log_series(run_id, f"fold{fold}_{key}", values)
+
+
+def _flow_run_tags() -> dict[str, str]:
+    from prefect.runtime import flow_run
+
+    tags = {}
+    if flow_run.id:
+        tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
+                "prefect.flow_name": str(flow_run.flow_name)}
+    return tags
+
+
+def open_parent_run(experiment: str, params: dict, manifest_path: str, dataset_digest: str) -> tuple[str, str]:
+    """Create the experiment (once, before any fan-out) and the flow's parent run; returns (experiment id, run id)."""
+    exp_id = ensure_experiment(experiment)
+    manifest = pd.read_csv(manifest_path)
+    tags = {"soundflow.kind": "flow", "soundflow.dataset_digest": dataset_digest}
+    run_id = start_run(exp_id, name=f"case-study {params.get('preset', '')}".strip(), params=params, tags=tags)
+    log_dataset(run_id, manifest, name=experiment, digest=dataset_digest, source=str(Path(manifest_path).resolve()))
+    log_file(run_id, manifest_path, "dataset")
+    return exp_id, run_id
+
+
+def fail_runs_of_flow_run(flow_run_id: str, status: str = "FAILED") -> int:
+    """Mark every still-RUNNING MLflow run of a Prefect flow run as ended (a flow's failure hook)."""
+    c = client()
+    n = 0
+    for exp in c.search_experiments():
+        for r in c.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{flow_run_id}' and attributes.status = 'RUNNING'"):
+            end_run(r.info.run_id, status)
+            n += 1
+    return n

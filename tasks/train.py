@@ -105,3 +105,23 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
             "family": params["family"], "run_id": run_id, "proba": str(out / "proba.npy"),
             "cv_accuracy_mean": summary["cv_accuracy_mean"], "cv_accuracy_sem": summary["cv_accuracy_sem"],
             "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"]))}
+
+
+def plan(models: list[str], features: list[str], augmented: list[str], *, seed: int, repeats: dict[str, int],
+         hyper: dict[str, dict], n_jobs: int = 1, score_aug_test: bool = False) -> list[dict]:
+    """Every configuration to cross-validate: models x accepted features, plus the augmented variants asked for."""
+    specs = []
+    for model in models:
+        meta = catalog.info(model)
+        feats = [f for f in features if f in meta.features] or list(meta.features[:1])
+        for feat in feats:
+            variants = [False]
+            if model in augmented or f"{model}/{feat}" in augmented:
+                variants = [True] if meta.family in ("cnn2d",) else [False, True]
+            for aug in variants:
+                n_rep = repeats.get(model, 1)
+                for r in range(n_rep):
+                    specs.append({"name": run_name(model, feat, aug, r if n_rep > 1 else None), "model": model,
+                                  "features": feat, "augmented": aug, "seed": seed + r, "hyper": hyper.get(model, {}),
+                                  "n_jobs": n_jobs, "score_aug_test": score_aug_test and aug})
+    return specs

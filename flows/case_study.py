@@ -1,0 +1,65 @@
+"""The ESC-10 case study as one Prefect flow: it only composes the tasks in tasks/."""
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.params import CaseStudyParams
+from tasks import config
+from tasks.augment import augment_task
+from tasks.ensemble_cv import ensemble_task
+from tasks.features import features_task
+from tasks.ingest import fetch_dataset, ingest
+from tasks.report import report_task
+from tasks.split import split_task, subset_task
+from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run
+from tasks.train import plan, train_task
+
+
+def _mark_mlflow_failed(flow, flow_run, state) -> None:
+    """Failure/crash hook: no MLflow run of this flow run is left RUNNING."""
+    fail_runs_of_flow_run(str(flow_run.id))
+
+
+@flow(name="case-study", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True,
+      on_failure=[_mark_mlflow_failed], on_crashed=[_mark_mlflow_failed], on_cancellation=[_mark_mlflow_failed])
+def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
+    """Ingest -> split -> features (+ augmented training copies) -> k-fold CV per model -> ensembles -> report."""
+    log = get_run_logger()
+    data_dir = str(config.data_dir())
+    root = fetch_dataset(params.source, data_dir)
+    data = ingest(root, params.dataset, params.sample_rate, params.duration_s, data_dir, params.n_jobs)
+    if params.clips_per_class_fold:
+        data = subset_task(data, params.clips_per_class_fold, str(config.stage_dir("interim")))
+    experiment = params.experiment or f"soundflow-{params.dataset}"
+    exp_id, parent_id = open_parent_run(experiment, params.model_dump(), data["manifest"], data["digest"])
+    splits = split_task(data["manifest"], params.split, params.k, params.seed,
+                        str(config.stage_dir("interim") / f"splits-{data['digest']}-{params.split}-{params.k}-{params.seed}.json"))
+
+    specs = plan(params.models, params.features, params.augmented, seed=params.seed, repeats=params.repeats,
+                 hyper=params.hyper, n_jobs=1, score_aug_test=params.score_augmented_test)
+    kinds = sorted({s["features"] for s in specs})
+    aug_kinds = sorted({s["features"] for s in specs if s["augmented"]})
+    feats = {k: features_task(data["clips"], k, params.sample_rate, {}, data_dir) for k in kinds}
+    aug_feats = {}
+    if aug_kinds:
+        aug_clips = augment_task(data["clips"], data["manifest"], params.sample_rate, params.augmentation.model_dump(),
+                                 params.augment_mode, params.seed, data_dir, params.n_jobs)
+        aug_feats = {k: features_task(aug_clips, k, params.sample_rate, {}, data_dir) for k in aug_kinds}
+    inputs = {"manifest": data["manifest"], "splits": splits, "features": feats, "aug_features": aug_feats}
+
+    log.info("cross-validating %d configurations on %d clips", len(specs), data["n_clips"])
+    results_dir = str(config.stage_dir("results"))
+    futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in specs]
+    results = [f.result() for f in futures]
+
+    if params.ensembles and len(results) > 1:
+        results += ensemble_task(results, data["manifest"], splits, params.ensembles, n_members=params.ensemble_members,
+                                 method=params.optimizer, seed=params.seed, experiment_id=exp_id, parent_id=parent_id,
+                                 results_dir=results_dir)
+    report_task(results, parent_id, str(config.stage_dir("reports")))
+    end_run(parent_id, "FINISHED")
+    best = max(results, key=lambda r: r["cv_accuracy_mean"])
+    return {"parent_run_id": parent_id, "experiment_id": exp_id, "best": best["name"],
+            "best_accuracy": best["cv_accuracy_mean"],
+            "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results}}

@@ -1,0 +1,77 @@
+"""The results table (the book's Table 12-3, from this run), its plot, and where to find them."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks import config, tracking
+from tasks.cache import save_text
+
+# The book's summary (Table 12-3, ESC-10, its own protocol) for side-by-side reading.
+BOOK_TABLE_12_3 = {"gaussian_nb/raw": 28.1, "rf1000/raw": 34.4, "cnn1d": 50.5, "cnn2d_book": 75.5,
+                   "ensemble average": 78.9, "ensemble weighted": 81.1}
+
+
+def results_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per configuration, best first, accuracies in percent."""
+    rows = [{"configuration": r["name"], "family": r["family"], "features": r["features"],
+             "augmented": r["augmented"], "accuracy_pct": 100 * r["cv_accuracy_mean"],
+             "sem_pct": 100 * r["cv_accuracy_sem"], "macro_f1": r["macro_f1_mean"],
+             "fit_s": r.get("fit_seconds", np.nan), "run_id": r["run_id"]} for r in results]
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("accuracy_pct", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """Model, data, accuracy mean +- SEM, as markdown."""
+    lines = ["| configuration | family | features | accuracy (%) | macro F1 |", "|---|---|---|---|---|"]
+    for r in frame.itertuples():
+        feat = f"{r.features}{' + augmented' if r.augmented else ''}"
+        lines.append(f"| {r.configuration} | {r.family} | {feat} | {r.accuracy_pct:.1f} ± {r.sem_pct:.1f} | {r.macro_f1:.3f} |")
+    return "\n".join(lines)
+
+
+def comparison_figure(frame: pd.DataFrame, *, title: str = "5-fold accuracy (mean ± SEM)"):
+    """Horizontal bars with error bars, one per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = frame.iloc[::-1]
+    colors = {"classical": "#8da0cb", "mlp": "#66c2a5", "cnn1d": "#fc8d62", "cnn2d": "#e78ac3", "ensemble": "#a6d854"}
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(f) + 1)))
+    ax.barh(range(len(f)), f["accuracy_pct"], xerr=f["sem_pct"], color=[colors.get(x, "#b3b3b3") for x in f["family"]],
+            error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.set_yticks(range(len(f)), f["configuration"], fontsize=7)
+    ax.axvline(10, color="grey", lw=0.6, ls=":")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@task(cache_policy=NO_CACHE)
+def report_task(results: list[dict], parent_id: str, reports_dir: str) -> str:
+    """Publish the table as a Prefect artifact and MLflow artifacts (markdown, CSV, plot)."""
+    frame = results_frame(results)
+    md = markdown_table(frame)
+    url = tracking.run_url(parent_id)
+    tracking.log_text(parent_id, md, "report/results.md")
+    tracking.log_frame(parent_id, frame, "report/results.csv")
+    tracking.log_figure(parent_id, comparison_figure(frame), "report/comparison.png")
+    if len(frame):
+        best = frame.iloc[0]
+        tracking.log_metrics(parent_id, {"best_cv_accuracy_mean": best["accuracy_pct"] / 100})
+        tracking.client().set_tag(parent_id, "soundflow.best", best["configuration"])
+    table = frame.drop(columns=["run_id"]).round(3).to_dict(orient="records")
+    create_table_artifact(table=table, key="case-study-results",
+                          description=f"Case-study results (k-fold accuracy, mean ± SEM). MLflow parent run: {url}")
+    create_markdown_artifact(markdown=f"# Case study\n\n{md}\n\nMLflow parent run: [{parent_id}]({url})",
+                             key="case-study-report")
+    path = save_text(f"{reports_dir}/results.md", md + "\n")
+    return str(path)

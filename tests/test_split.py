@@ -1,0 +1,75 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.errors import DatasetError
+from tasks.split import check_no_leak, make_splits, subset_rows
+
+
+def _manifest(n_classes=4, per_class=20, folds=5, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_classes):
+        for i in range(per_class):
+            src = f"{c}{i // 2}"              # two takes per source
+            rows.append({"class_id": c, "class_name": f"c{c}", "source_id": src, "fold": 1 + (i // 2) % folds})
+    return pd.DataFrame(rows).sample(frac=1, random_state=int(rng.integers(1000))).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("scheme", ["official", "group_kfold", "book_holdout"])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_no_source_on_both_sides(scheme, seed):
+    m = _manifest(seed=seed)
+    splits = make_splits(m, scheme=scheme, k=5, seed=seed)
+    groups = m["source_id"].to_numpy()
+    for tr, te in splits:
+        assert set(groups[tr]).isdisjoint(groups[te])
+        assert len(tr) + len(te) == len(m)
+
+
+def test_kfold_covers_every_clip_once():
+    m = _manifest()
+    for scheme in ("official", "group_kfold"):
+        tests = np.concatenate([te for _, te in make_splits(m, scheme=scheme, seed=1)])
+        assert sorted(tests.tolist()) == list(range(len(m)))
+
+
+def test_book_holdout_holds_out_about_8_per_class():
+    m = _manifest(per_class=40)
+    (tr, te), = make_splits(m, scheme="book_holdout", seed=3)
+    counts = m.iloc[te]["class_id"].value_counts()
+    assert counts.min() >= 8 and counts.max() <= 9          # whole sources of two takes: 8
+    again = make_splits(m, scheme="book_holdout", seed=3)[0][1]
+    assert np.array_equal(te, again)
+
+
+def test_official_needs_folds():
+    m = _manifest()
+    m["fold"] = 0
+    with pytest.raises(DatasetError, match="group_kfold"):
+        make_splits(m, scheme="official")
+
+
+def test_leak_is_detected():
+    groups = np.array(["a", "a", "b", "c"])
+    with pytest.raises(DatasetError, match="both sides"):
+        check_no_leak([(np.array([0, 2]), np.array([1, 3]))], groups)
+
+
+def test_official_folds_on_real_esc10(esc10_dir):
+    from tasks.config import ESC10_FOLDERS
+
+    files = sorted(esc10_dir.glob("*/*.ogg"))
+    m = pd.DataFrame({"class_id": [list(ESC10_FOLDERS).index(f.parent.name.split(" - ")[1]) for f in files],
+                      "source_id": [f.name.split("-")[1] for f in files],
+                      "fold": [int(f.name[0]) for f in files]})
+    splits = make_splits(m, scheme="official")
+    assert len(splits) == 5 and all(len(te) == 80 for _, te in splits)
+
+
+def test_subset_rows_per_class_and_fold():
+    m = _manifest()
+    rows = subset_rows(m, per_class_fold=1)
+    sub = m.iloc[rows]
+    assert sub.groupby(["class_id", "fold"]).size().max() == 1
+    assert len(sub) == 4 * 5

@@ -1,0 +1,43 @@
+import pytest
+
+from tasks import tracking
+
+
+def test_flatten_nested_params():
+    flat = tracking.flatten({"a": 1, "b": {"c": [1, 2], "d": {"e": "x"}}})
+    assert flat == {"a": "1", "b.c": "[1, 2]", "b.d.e": "x"}
+
+
+def test_failed_block_marks_run_failed():
+    exp = tracking.ensure_experiment("test-tracking")
+    with pytest.raises(RuntimeError):
+        with tracking.run(exp, name="boom", params={"model": "x"}) as run_id:
+            tracking.log_metrics(run_id, {"m": 0.5})
+            raise RuntimeError("bad input in foo.wav")
+    r = tracking.client().get_run(run_id)
+    assert r.info.status == "FAILED"
+    assert "foo.wav" in r.data.tags["error"]
+    assert r.data.metrics["m"] == 0.5
+
+
+def test_nested_runs_with_explicit_ids_from_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    exp = tracking.ensure_experiment("test-tracking")
+    parent = tracking.start_run(exp, name="parent")
+
+    def child(i):
+        with tracking.run(exp, name=f"child{i}", params={"i": i}, parent_id=parent) as rid:
+            tracking.log_series(rid, "fold_accuracy", [i / 10, i / 10 + 0.01])
+        return rid
+
+    with ThreadPoolExecutor(2) as pool:
+        ids = list(pool.map(child, range(4)))
+    tracking.end_run(parent)
+    c = tracking.client()
+    for i, rid in enumerate(ids):
+        r = c.get_run(rid)
+        assert r.data.tags["mlflow.parentRunId"] == parent
+        assert r.data.params["i"] == str(i)
+        hist = c.get_metric_history(rid, "fold_accuracy")
+        assert [m.step for m in hist] == [0, 1] and hist[0].value == pytest.approx(i / 10)
