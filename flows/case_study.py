@@ -44,7 +44,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
     aug_feats = {}
     if aug_kinds:
         aug_clips = augment_task(data["clips"], data["manifest"], params.sample_rate, params.augmentation.model_dump(),
-                                 params.augment_mode, params.seed, data_dir, params.n_jobs)
+                                 params.seed, data_dir, params.n_jobs)
         aug_feats = {k: features_task(aug_clips, k, params.sample_rate, {}, data_dir) for k in aug_kinds}
     inputs = {"manifest": data["manifest"], "splits": splits, "features": feats, "aug_features": aug_feats}
 

@@ -5,22 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tasks.augment import AugmentParams
 from tasks.models.classical import BOOK_SUITE
-
-
-class Augmentation(BaseModel):
-    """The book's four augmentations (see tasks/augment.py); copies are made for training folds only."""
-
-    n_copies: int = Field(4, ge=1, le=50, description="augmented copies per clip (book: 19)")
-    p_shift: float = Field(0.5, ge=0, le=1)
-    max_shift_s: float = Field(0.125, ge=0, le=2.5)
-    p_noise: float = Field(0.5, ge=0, le=1)
-    noise_level: float = Field(0.1, ge=0, le=1)
-    noise: Literal["zero_mean", "book"] = "zero_mean"
-    p_pitch: float = Field(0.5, ge=0, le=1)
-    pitch_steps: tuple[float, float] = (-10.0, 10.0)
-    p_stretch: float = Field(0.5, ge=0, le=1)
-    stretch_rate: tuple[float, float] = (0.5, 1.5)
 
 
 class CaseStudyParams(BaseModel):
@@ -39,8 +25,7 @@ class CaseStudyParams(BaseModel):
     features: list[str] = Field(["raw", "engineered"], description="representations for the models that accept them")
     models: list[str] = Field(default_factory=lambda: [*BOOK_SUITE, "rbf_svm", "logreg", "mlp_sklearn"], description="models from the catalogue (tasks/models)")
     augmented: list[str] = Field(default_factory=list, description="'model/features' configurations also trained on augmented folds (model name alone: all its features)")
-    augmentation: Augmentation = Field(default_factory=Augmentation)
-    augment_mode: Literal["ours", "book"] = Field("ours", description="book: 44.1 kHz and non-negative noise, as the book")
+    augmentation: AugmentParams = Field(default_factory=lambda: AugmentParams(n_copies=4), description="the four augmentations (book: 19 copies, noise 'book')")
     score_augmented_test: bool = Field(False, description="also score augmented copies of test clips (the book's protocol), as aug_test_accuracy")
     repeats: dict[str, int] = Field(default_factory=dict, description="trainings per deep model with different seeds, e.g. {'cnn2d_logmel': 3}")
     hyper: dict[str, dict[str, Any]] = Field(default_factory=dict, description="hyper-parameter overrides per model")
@@ -62,12 +47,11 @@ SMOKE: dict[str, Any] = {
     "register_champion": False,
 }
 
-DEFAULT: dict[str, Any] = {}
+DEFAULT: dict[str, Any] = {"augmentation": {"n_copies": 4}}
 
 BOOK: dict[str, Any] = {
     "split": "book_holdout",
     "sample_rate": 44100,
-    "augment_mode": "book",
     "augmentation": {"n_copies": 19, "noise": "book"},
     "score_augmented_test": True,
     "models": [*BOOK_SUITE, "rbf_svm", "mlp_sklearn"],

@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import tracking
+from tasks.ingest import read_manifest
 from tasks.cache import save_npy
 from tasks.ensemble import Stacker, average, maximum, optimistic_weights, search_weights, vote, weighted
 from tasks.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
@@ -67,7 +68,7 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
                   method: str, seed: int, experiment_id: str, parent_id: str, results_dir: str) -> list[dict]:
     """Mixed-family ensembles (and per-model ensembles of repeated trainings), each a nested MLflow run."""
     log = get_run_logger()
-    manifest = pd.read_csv(manifest_path)
+    manifest = read_manifest(manifest_path)
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
     splits = load_splits(splits_path)
     probas = {r["name"]: np.load(r["proba"]) for r in results}

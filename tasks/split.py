@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedGroupKFold
 
+from tasks.ingest import read_manifest
 from tasks.cache import save_json
 from tasks.errors import DatasetError
 
@@ -79,7 +80,7 @@ def check_no_leak(splits, groups: np.ndarray) -> None:
 @task(cache_policy=NO_CACHE)
 def split_task(manifest_path: str, scheme: str, k: int, seed: int, out_path: str) -> str:
     """Make the splits and save them as JSON lists of indices."""
-    manifest = pd.read_csv(manifest_path)
+    manifest = read_manifest(manifest_path)
     splits = make_splits(manifest, scheme=scheme, k=k, seed=seed)
     save_json(out_path, [{"train": tr.tolist(), "test": te.tolist()} for tr, te in splits])
     return out_path
@@ -106,7 +107,7 @@ def subset_task(data: dict, per_class_fold: int, out_dir: str) -> dict:
 
     from tasks.cache import digest, save_npy
 
-    manifest = pd.read_csv(data["manifest"])
+    manifest = read_manifest(data["manifest"])
     rows = subset_rows(manifest, per_class_fold=per_class_fold)
     key = digest(data["digest"], per_class_fold)
     out = Path(out_dir)

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 
 from tasks import config
+from tasks.ingest import read_manifest
 
 MAX_PARAM_LEN = 6000
 
@@ -176,7 +177,7 @@ def _flow_run_tags() -> dict[str, str]:
 def open_parent_run(experiment: str, params: dict, manifest_path: str, dataset_digest: str) -> tuple[str, str]:
     """Create the experiment (once, before any fan-out) and the flow's parent run; returns (experiment id, run id)."""
     exp_id = ensure_experiment(experiment)
-    manifest = pd.read_csv(manifest_path)
+    manifest = read_manifest(manifest_path)
     tags = {"soundflow.kind": "flow", "soundflow.dataset_digest": dataset_digest}
     run_id = start_run(exp_id, name=f"case-study {params.get('preset', '')}".strip(), params=params, tags=tags)
     log_dataset(run_id, manifest, name=experiment, digest=dataset_digest, source=str(Path(manifest_path).resolve()))
@@ -193,3 +194,15 @@ def fail_runs_of_flow_run(flow_run_id: str, status: str = "FAILED") -> int:
             end_run(r.info.run_id, status)
             n += 1
     return n
+
+
+def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str = "model_fold0") -> None:
+    """Save a Keras model in MLflow's Keras flavor (signature + input example) under a run, without an active run."""
+    import mlflow.keras
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / artifact_path
+        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example)
+        client().log_artifacts(run_id, str(local), artifact_path)

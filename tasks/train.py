@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import tracking
+from tasks.ingest import read_manifest
 from tasks.cache import digest, save_json, save_npy
 from tasks.evaluate import cross_validate
 from tasks.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
@@ -48,6 +49,14 @@ def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: s
     tracking.log_text(run_id, summary["report"], "classification_report.txt")
 
 
+def _log_keras_fold(run_id: str, est, X_example: np.ndarray) -> None:
+    """Learning curves and the fold-0 network (Keras flavor; its input is the estimator's scaled model input)."""
+    from tasks.models.keras_model import learning_curve_figure
+
+    tracking.log_figure(run_id, learning_curve_figure(est.history_), "learning_curve.png")
+    tracking.log_keras_model(run_id, est.model_, est.model_input(X_example))
+
+
 @task(cache_policy=NO_CACHE, task_run_name="train {spec[name]}")
 def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, results_dir: str) -> dict:
     """Cross-validate one configuration; reuse a finished result from disk if its inputs are unchanged.
@@ -55,7 +64,7 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
     spec: name, model, features, augmented, seed, hyper, n_jobs, score_aug_test.
     inputs: manifest, splits, features {kind: path}, aug_features {kind: path}."""
     log = get_run_logger()
-    manifest = pd.read_csv(inputs["manifest"])
+    manifest = read_manifest(inputs["manifest"])
     names = class_names(manifest)
     y = manifest["class_id"].to_numpy()
     groups = manifest["source_id"].astype(str).to_numpy()
@@ -85,6 +94,8 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
                 est = info["estimator"]
                 if hasattr(est, "history_"):
                     tracking.log_history(run_id, est.history_, fold=k)
+                    if k == 0:
+                        _log_keras_fold(run_id, est, np.asarray(X[splits[0][1][:2]]))
 
             res = cross_validate(factory, np.asarray(X), y, splits, groups=groups, n_classes=len(names),
                                  X_aug=None if X_aug is None else np.asarray(X_aug),

@@ -1,0 +1,42 @@
+"""Run the case study on a cron schedule: a Prefect deployment served from this process."""
+from __future__ import annotations
+
+from flows.case_study import case_study
+from flows.params import CaseStudyParams
+
+NEEDS_SERVER = """\
+`soundflow serve` needs a running Prefect server: the temporary one Prefect starts for a single
+run cannot keep a schedule. In another terminal:
+
+    prefect server start
+
+then point this shell at it and serve again:
+
+    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    soundflow serve ...
+
+(or `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api` once). With a work pool instead
+of a serving process, see prefect.yaml: `prefect deploy --all` then `prefect worker start --pool soundflow`."""
+
+
+def build_deployment(params: CaseStudyParams, *, cron: str, name: str):
+    """The case-study deployment on `cron` with `params` as its default parameters."""
+    return case_study.to_deployment(
+        name=name, cron=cron, parameters={"params": params.model_dump(mode="json")},
+        description=f"ESC-10 case study, preset {params.preset!r}, on cron {cron!r}", tags=["soundflow", params.preset])
+
+
+def api_url() -> str | None:
+    """The Prefect API this process talks to (PREFECT_API_URL from the environment or the active profile)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def serve_case_study(params: CaseStudyParams, *, cron: str, name: str) -> None:
+    """Serve the deployment until interrupted; stopping leaves the schedule active (runs wait for the next serve)."""
+    from prefect import serve
+
+    if not api_url():
+        raise SystemExit(NEEDS_SERVER)
+    serve(build_deployment(params, cron=cron, name=name), pause_on_shutdown=False)
