@@ -1,0 +1,242 @@
+"""Representations of clips (raw vector, engineered summary, log-mel, MFCC, the book's spectrogram image), cached."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import librosa
+import numpy as np
+import scipy.fft
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+from threadpoolctl import threadpool_limits
+
+from tasks.cache import atomic_path, digest
+from tasks.errors import SoundflowError
+
+# Bump when a representation changes, so old cached feature files are not reused.
+_CACHE_VERSION = 1
+_CHUNK = 16  # clips per unit of parallel work
+
+
+def raw_vector(y: np.ndarray, sr: int) -> np.ndarray:
+    """The book's raw input: first 2 s, one sample every 1/441 s (882 values), scaled (x + 1) / 2 like int16."""
+    idx = np.round(np.arange(882) * (sr / 441)).astype(np.intp)
+    y = np.asarray(y, np.float32)
+    out = np.full(882, 0.5, np.float32)  # (0 + 1) / 2: silence past the end of a short clip
+    ok = idx < y.shape[-1]
+    out[ok] = (y[idx[ok]] + 1) / 2
+    return out
+
+
+def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
+    """Piczak-style summary for classical models: mean and std over time of 93 frame features (186 values)."""
+    # Rows: MFCC 40, delta 40, centroid, bandwidth, rolloff (Hz), flatness, contrast 7, zero-crossing rate, RMS.
+    # Scales differ (Hz vs ratios): standardize before distance- or margin-based models.
+    y = np.asarray(y, np.float32)
+    mag = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
+    mel = librosa.feature.melspectrogram(S=mag**2, sr=sr, n_mels=128)
+    mfccs = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=40)
+    rows = np.vstack([
+        mfccs,
+        librosa.feature.delta(mfccs),
+        librosa.feature.spectral_centroid(S=mag, sr=sr),
+        librosa.feature.spectral_bandwidth(S=mag, sr=sr),
+        librosa.feature.spectral_rolloff(S=mag, sr=sr),
+        librosa.feature.spectral_flatness(S=mag),
+        librosa.feature.spectral_contrast(S=mag, sr=sr),
+        librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512),
+        librosa.feature.rms(S=mag, frame_length=2048),
+    ])
+    return np.concatenate([rows.mean(axis=1), rows.std(axis=1)]).astype(np.float32)
+
+
+def logmel(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 1024, hop_length: int = 512,
+           fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Log-mel power spectrogram in dB re 1.0 (floor 80 dB under the clip's peak), (n_mels, frames) float32."""
+    mel = librosa.feature.melspectrogram(y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length,
+                                         n_mels=n_mels, fmin=fmin, fmax=fmax)
+    return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80.0).astype(np.float32)
+
+
+def logmel_deltas(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 1024, hop_length: int = 512,
+                  fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Log-mel, its delta and delta-delta as three channels, (n_mels, frames, 3) float32."""
+    lm = logmel(y, sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax)
+    width = min(9, lm.shape[1] - (1 - lm.shape[1] % 2))  # delta needs an odd width <= frames
+    return np.stack([lm, librosa.feature.delta(lm, width=width), librosa.feature.delta(lm, width=width, order=2)],
+                    axis=-1).astype(np.float32)
+
+
+def mfcc(y: np.ndarray, sr: int, *, n_mfcc: int = 40, n_mels: int = 128, n_fft: int = 2048,
+         hop_length: int = 512) -> np.ndarray:
+    """MFCCs, (n_mfcc, frames) float32."""
+    return librosa.feature.mfcc(y=np.asarray(y, np.float32), sr=sr, n_mfcc=n_mfcc, n_mels=n_mels, n_fft=n_fft,
+                                hop_length=hop_length).astype(np.float32)
+
+
+def book_image(y: np.ndarray, sr: int, *, height: int = 100, width: int = 160, top_db: float = 120.0) -> np.ndarray:
+    """In-process `sox -n spectrogram` PNG, cropped and resized as the book does: (height, width, 3) in [0, 1]."""
+    # sox defaults: 800 columns over the clip, Hann window of 1024 samples at 44.1 kHz (~23 ms), one DFT per
+    # column centred on it, dBFS (full-scale sine = 0 dB) over a 120 dB range, its own palette. The book's crop
+    # [42:542, 58:858] keeps bins 1..500 of 513 (drops 0 Hz and the top 12) and all 800 columns; PIL's
+    # downscale to 160x100 then averages the colours, here 5-column blocks and an area-weighted row resize.
+    y = np.asarray(y, np.float32)
+    n_fft = int(2 ** round(np.log2(1024 * sr / 44100)))
+    n_cols = 5 * width
+    hop = max(1, y.shape[-1] // n_cols)
+    win = _sox_window(n_fft)
+    padded = np.pad(y, (n_fft // 2, n_fft // 2 + n_cols * hop))
+    starts = hop // 2 + hop * np.arange(n_cols)  # window centred on each column's middle sample
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[starts]
+    spec = scipy.fft.rfft(frames * win, axis=1)
+    n_rows = round(n_fft / 2 * 500 / 512)
+    power = np.abs(spec[:, 1:n_rows + 1]) ** 2  # columns x rows, low frequencies first
+    level = 1 + 10 * np.log10(power + 1e-30) / top_db  # 0 at -top_db dBFS, 1 at full scale
+    index = np.clip(level * (len(_palette()) - 1), 0, len(_palette()) - 1).astype(np.intp)
+    rgb = _palette()[index]  # (800 columns, rows, 3)
+    rgb = rgb.reshape(width, 5, n_rows, 3).mean(axis=1)  # 5 columns -> 1
+    rgb = _area_matrix(n_rows, height) @ rgb.transpose(1, 0, 2).reshape(n_rows, width * 3)  # rows -> height
+    return np.ascontiguousarray(rgb.reshape(height, width, 3)[::-1])  # image row 0 = highest frequency, as in a PNG
+
+
+@functools.lru_cache(maxsize=8)
+def _sox_window(n_fft: int) -> np.ndarray:
+    """sox's Hann window scaled by 2 / sum, so a full-scale sine peaks at 0 dBFS."""
+    win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    return (win * 2 / win.sum()).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _palette(points: int = 251) -> np.ndarray:
+    """sox spectrogram's default palette (black, purple, red, yellow, white), (points, 3) in [0, 1]."""
+    x = np.linspace(0.0, 1.0, points)
+    red = np.where(x < .13, 0, np.where(x < .73, np.sin((x - .13) / .60 * np.pi / 2), 1))
+    green = np.where(x < .60, 0, np.where(x < .91, np.sin((x - .60) / .31 * np.pi / 2), 1))
+    blue = np.where(x < .60, .5 * np.sin(x / .60 * np.pi), np.where(x < .78, 0, (x - .78) / .22))
+    # sox quantises to 8-bit PNG colours; the book then divides by 255.
+    return (np.round(np.stack([red, green, blue], axis=1) * 255) / 255).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights averaging each output cell's share of the input cells (a box-filter resize)."""
+    edges = np.linspace(0, n_in, n_out + 1)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    cells = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+REPRESENTATIONS: dict[str, Callable[..., np.ndarray]] = {
+    "raw": raw_vector,
+    "engineered": engineered_vector,
+    "logmel": logmel,
+    "logmel_deltas": logmel_deltas,
+    "mfcc": mfcc,
+    "book_image": book_image,
+}
+
+
+def compute(kind: str, clips: np.ndarray, sr: int, *, n_jobs: int = 2, **opts) -> np.ndarray:
+    """One representation of every clip: clips (..., L) -> (..., *feature_shape) float32."""
+    fn = _representation(kind)
+    flat = clips.reshape(-1, clips.shape[-1])
+    first = fn(flat[0], sr, **opts)
+    out = np.empty((len(flat),) + first.shape, np.float32)
+    _fill(kind, fn, flat, sr, opts, out, n_jobs)
+    return out.reshape(clips.shape[:-1] + first.shape)
+
+
+def _representation(kind: str) -> Callable[..., np.ndarray]:
+    if kind not in REPRESENTATIONS:
+        raise SoundflowError(f"unknown representation {kind!r}; choose one of {sorted(REPRESENTATIONS)}")
+    return REPRESENTATIONS[kind]
+
+
+def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, opts: dict, out: np.ndarray,
+          n_jobs: int) -> None:
+    """out[i] = fn(flat[i]) in chunks over n_jobs threads (FFTs and BLAS release the GIL), logging every ~10%."""
+    log, n, start = _logger(), len(flat), time.perf_counter()
+    chunks = [(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
+
+    def run(bounds: tuple[int, int]) -> int:
+        for i in range(*bounds):
+            out[i] = fn(np.asarray(flat[i], np.float32), sr, **opts)
+        return bounds[1] - bounds[0]
+
+    done, next_report = 0, max(1, n // 10)
+    # One BLAS thread per worker: OpenBLAS's own threads spin on shared cores (mel matmul measured 10x slower).
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=max(1, n_jobs)) as pool:
+        for count in pool.map(run, chunks):
+            done += count
+            if done >= next_report or done == n:
+                log.info("features %s: %d/%d clips (%.0f clips/s)", kind, done, n,
+                         done / max(time.perf_counter() - start, 1e-9))
+                next_report = done + max(1, n // 10)
+
+
+def features_file(clips_path: Path, kind: str, sr: int, opts: dict, out_dir: Path, *, n_jobs: int = 2) -> Path:
+    """out_dir/<kind>-<digest>.npy of the clips file's representation, computed and written only if missing."""
+    clips_path, fn = Path(clips_path), _representation(kind)
+    key = digest(_file_key(clips_path), kind, int(sr), opts, _CACHE_VERSION)
+    out_path = Path(out_dir) / f"{kind}-{key}.npy"
+    if out_path.exists():
+        return out_path
+    clips = np.load(clips_path, mmap_mode="r")
+    flat = clips.reshape(-1, clips.shape[-1])
+    shape = fn(np.asarray(flat[0], np.float32), sr, **opts).shape
+    with atomic_path(out_path) as tmp:  # write straight to disk: 8,000 book images are 1.5 GB
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=clips.shape[:-1] + shape)
+        _fill(kind, fn, flat, sr, opts, out.reshape((len(flat),) + shape), n_jobs)  # a view: same mapping
+        out.flush()
+        del out
+    return out_path
+
+
+def example_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,
+                 per_class: int = 3) -> Figure:
+    """The book's Figure 12-5: the first `per_class` images of each class, one class per row (Agg, no pyplot)."""
+    labels = np.asarray(labels)
+    fig = Figure(figsize=(1.6 * per_class + 1.2, 1.1 * len(class_names)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(class_names), per_class, squeeze=False)
+    for row, name in enumerate(class_names):
+        picks = np.flatnonzero(labels == row)[:per_class]
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(picks):
+                image = np.asarray(images[picks[col]])
+                ax.imshow(image, aspect="auto", origin="upper", cmap=None if image.ndim == 3 else "magma")
+            if col == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def _file_key(path: Path) -> list:
+    """Identity of an input array file: its name (clip files are named by content digest) and size."""
+    return [path.name, path.stat().st_size]
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow or task run, the module logger elsewhere."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+@task(cache_policy=NO_CACHE)
+def features_task(clips_path: str, kind: str, sr: int, opts: dict, data_dir: str) -> str:
+    """Compute (or reuse) one representation of a clips file under data_dir/features; return its path."""
+    return str(features_file(Path(clips_path), kind, sr, opts, Path(data_dir) / "features"))

@@ -1,0 +1,164 @@
+"""Representations on synthetic signals whose answers are known: a sine's band, a click's column, a ramp's samples."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from tasks import features as F
+from tasks.errors import SoundflowError
+
+
+def _sine(freq_hz: float, sr: int, duration_s: float = 5.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(sr * duration_s)) / sr
+    return (amp * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def _click(at_s: float, sr: int, duration_s: float = 5.0) -> np.ndarray:
+    y = np.zeros(int(sr * duration_s), np.float32)
+    y[int(at_s * sr): int(at_s * sr) + 32] = 0.9
+    return y
+
+
+@pytest.mark.parametrize("sr, step", [(22050, 50), (44100, 100)])
+def test_raw_vector_takes_every_1_441_s_of_the_first_2_s(sr, step):
+    y = np.linspace(-1, 1, 5 * sr, dtype=np.float32)
+    v = F.raw_vector(y, sr)
+    assert v.shape == (882,) and v.dtype == np.float32
+    np.testing.assert_allclose(v, (y[: 882 * step: step] + 1) / 2, atol=1e-6)
+    assert 0 <= v.min() and v.max() <= 1
+
+
+def test_raw_vector_pads_a_short_clip_with_silence():
+    v = F.raw_vector(np.full(22050, 1.0, np.float32), 22050)  # 1 s: half the vector is past the end
+    assert np.all(v[:441] == 1.0) and np.all(v[441:] == 0.5)
+
+
+@pytest.mark.parametrize("sr", [16000, 22050])
+def test_engineered_vector_tracks_pitch_and_loudness(sr):
+    low, high, quiet = (F.engineered_vector(y, sr) for y in
+                        (_sine(500, sr, 2), _sine(3000, sr, 2), _sine(500, sr, 2, amp=0.05)))
+    assert low.shape == (186,) and low.dtype == np.float32 and np.all(np.isfinite(low))
+    centroid, rms = 80, 92  # row order: mfcc 40, delta 40, centroid, bandwidth, rolloff, flatness, contrast 7, zcr, rms
+    assert abs(low[centroid] - 500) < 100 and abs(high[centroid] - 3000) < 300
+    assert low[rms] > 5 * quiet[rms]
+
+
+@pytest.mark.parametrize("freq_hz", [300.0, 1000.0, 4000.0])
+def test_logmel_peak_band_follows_the_sine(freq_hz):
+    sr = 22050
+    lm = F.logmel(_sine(freq_hz, sr, 2), sr)
+    assert lm.shape == (64, 1 + 2 * sr // 512) and lm.dtype == np.float32
+    centres = F.librosa.mel_frequencies(n_mels=66, fmin=0, fmax=sr / 2)[1:-1]
+    peak = int(np.argmax(lm.mean(axis=1)))
+    assert abs(np.log2(centres[peak] / freq_hz)) < 0.3
+
+
+def test_logmel_deltas_channels_and_stationary_delta():
+    sr = 22050
+    y = _sine(1000, sr, 2)
+    cube = F.logmel_deltas(y, sr, n_mels=32)
+    assert cube.shape == (32, 1 + 2 * sr // 512, 3) and cube.dtype == np.float32
+    np.testing.assert_array_equal(cube[..., 0], F.logmel(y, sr, n_mels=32))
+    assert np.abs(cube[:, 10:-10, 1]).max() < 0.5  # a steady tone barely changes
+
+
+def test_mfcc_shape_and_loudness_in_c0():
+    sr = 22050
+    loud, quiet = F.mfcc(_sine(800, sr, 1), sr), F.mfcc(_sine(800, sr, 1, amp=0.01), sr)
+    assert loud.shape == (40, 1 + sr // 512) and loud.dtype == np.float32
+    assert loud[0].mean() > quiet[0].mean() + 20
+
+
+@pytest.mark.parametrize("sr", [22050, 44100])
+def test_book_image_low_sine_bottom_high_sine_top(sr):
+    low, high = F.book_image(_sine(sr / 40, sr), sr), F.book_image(_sine(sr / 2.5, sr), sr)
+    for img in (low, high):
+        assert img.shape == (100, 160, 3) and img.dtype == np.float32
+        assert 0 <= img.min() and img.max() <= 1
+    brightness = lambda img: img.sum(axis=(1, 2))  # noqa: E731
+    assert np.argmax(brightness(low)) >= 90  # ~1/20 of Nyquist: bottom rows
+    assert np.argmax(brightness(high)) <= 25  # ~4/5 of Nyquist: top rows
+
+
+@pytest.mark.parametrize("at_s", [1.0, 2.5, 4.0])
+def test_book_image_click_lights_its_column(at_s):
+    sr = 22050
+    img = F.book_image(_click(at_s, sr), sr)
+    assert abs(int(np.argmax(img.sum(axis=(0, 2)))) - at_s / 5 * 160) <= 1
+
+
+def test_book_image_silence_is_black_and_full_scale_is_bright():
+    sr = 22050
+    assert F.book_image(np.zeros(5 * sr, np.float32), sr).max() == 0
+    assert F.book_image(_sine(2000, sr, amp=1.0), sr).max() > 0.9
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed (apt-get install sox)")
+def test_book_image_matches_the_sox_png_cropped_and_resized(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    sf = pytest.importorskip("soundfile")
+    sr = 44100
+    rng = np.random.default_rng(0)
+    y = (_sine(700, sr, amp=0.3) + _click(2.0, sr) + 0.01 * rng.standard_normal(5 * sr)).astype(np.float32)
+    wav, png = tmp_path / "x.wav", tmp_path / "x.png"
+    sf.write(wav, y, sr, subtype="PCM_16")
+    subprocess.run(["sox", str(wav), "-n", "spectrogram", "-o", str(png)], check=True)
+    crop = np.asarray(PIL.open(png).convert("RGB"))[42:542, 58:858]
+    book = np.asarray(PIL.fromarray(crop).resize((160, 100)), np.float32) / 255
+    ours = F.book_image(y, sr)
+    assert np.abs(book - ours).mean() < 0.02
+    assert np.corrcoef(book.ravel(), ours.ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("kind", ["raw", "logmel", "book_image"])
+def test_compute_keeps_leading_axes_and_matches_per_clip(kind, rng):
+    sr = 8000
+    clips = (0.3 * rng.standard_normal((2, 3, sr))).astype(np.float32)
+    one, two = F.compute(kind, clips, sr, n_jobs=1), F.compute(kind, clips, sr, n_jobs=2)
+    single = F.REPRESENTATIONS[kind](clips[1, 2], sr)
+    assert one.shape == (2, 3) + single.shape and one.dtype == np.float32
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one[1, 2], single)
+
+
+def test_compute_passes_options_and_rejects_unknown_kinds(rng):
+    clips = (0.3 * rng.standard_normal((2, 8000))).astype(np.float32)
+    assert F.compute("logmel", clips, 8000, n_mels=16).shape[1] == 16
+    with pytest.raises(SoundflowError, match="unknown representation"):
+        F.compute("wavelets", clips, 8000)
+
+
+def test_features_file_is_cached_by_name_and_options(tmp_path, rng):
+    sr = 8000
+    clips_path = tmp_path / "clips-abc.npy"
+    np.save(clips_path, (0.3 * rng.standard_normal((3, 2, sr))).astype(np.float32))
+    first = F.features_file(clips_path, "logmel", sr, {"n_mels": 16}, tmp_path / "features")
+    stamp = first.stat().st_mtime_ns
+    again = F.features_file(clips_path, "logmel", sr, {"n_mels": 16}, tmp_path / "features")
+    other = F.features_file(clips_path, "logmel", sr, {"n_mels": 24}, tmp_path / "features")
+    assert again == first and again.stat().st_mtime_ns == stamp and other != first
+    array = np.load(first)
+    assert array.shape[:3] == (3, 2, 16)
+    np.testing.assert_array_equal(array[2, 1], F.logmel(np.load(clips_path)[2, 1], sr, n_mels=16))
+    assert not [p for p in (tmp_path / "features").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_features_task_returns_the_path(tmp_path, rng):
+    clips_path = tmp_path / "clips-xyz.npy"
+    np.save(clips_path, (0.3 * rng.standard_normal((2, 22050))).astype(np.float32))
+    out = F.features_task.fn(str(clips_path), "raw", 22050, {}, str(tmp_path))
+    assert out.startswith(str(tmp_path / "features")) and np.load(out).shape == (2, 882)
+
+
+def test_example_grid_one_row_per_class(tmp_path, rng):
+    images = rng.random((12, 10, 16, 3)).astype(np.float32)
+    labels = np.repeat(np.arange(4), 3)
+    fig = F.example_grid(images, labels, ["rain", "dog", "clock_tick", "sneezing"], per_class=2)
+    assert isinstance(fig, Figure) and len(fig.axes) == 8
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["rain", "dog", "clock_tick", "sneezing"]
+    fig.savefig(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 1000
