@@ -1,17 +1,20 @@
 """Time the book's augmentation recipe against ours on the same real ESC-10 clips, in one process.
 
-    python bench/augment.py                  # 100 clips (10 per class), 3 copies each, 3 rounds
+    python bench/augment.py                  # 100 clips (10 per class), 5 copies each, 3 rounds
     python bench/augment.py --clips 40 --copies 2 --rounds 1
 
 Book: 44.1 kHz int16 .wav in, librosa pitch_shift / time_stretch, one file and one copy at a time,
 each copy written as a .wav (Kneusel ch. 12). Ours: tasks.augment.augment_clips at 22,050 Hz on the
-clip array, 2 worker processes, one .npy out (spawn, shards and assembly included). Decoding the
-.ogg sources is set-up for both and not timed. Rounds alternate; medians are reported. Ends with
-key=value lines, the last `ratio=<book ms per copy / ours ms per copy>`.
+clip array with n_jobs=2 (this process plus one spawned worker once a job has >= 500 copies), one .npy
+out, worker start-up included; and the same with n_jobs=1. Decoding the .ogg sources is set-up for
+both and not timed. Rounds alternate; medians are reported. Ends with key=value lines, the last
+`ratio=<book ms per copy / ours ms per copy>`.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import statistics
 import sys
 import tempfile
@@ -59,33 +62,42 @@ def book_augment(d: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray
     return d
 
 
-def run_book(wavs: list[Path], copies: int, out_dir: Path, seed: int) -> float:
-    """Seconds for the book's loop: read each .wav, write `copies` augmented .wav files."""
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (worker pools), user + system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_book(wavs: list[Path], copies: int, out_dir: Path, seed: int) -> tuple[float, float]:
+    """(wall, CPU) seconds for the book's loop: read each .wav, write `copies` augmented .wav files."""
     from scipy.io import wavfile
 
     rng = np.random.default_rng(seed)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     for path in wavs:
         sr, d = wavfile.read(path)
         for j in range(copies):
             wavfile.write(out_dir / f"{path.stem}_{j:02d}.wav", sr, book_augment(d, sr, rng).astype(np.int16))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
-def run_ours(clips: np.ndarray, sr: int, copies: int, out_path: Path, seed: int, n_jobs: int) -> float:
-    """Seconds for augment_clips over the clip array (worker start-up included)."""
+def run_ours(clips: np.ndarray, sr: int, copies: int, out_path: Path, seed: int, n_jobs: int) -> tuple[float, float]:
+    """(wall, CPU) seconds for augment_clips over the clip array (worker start-up included)."""
     from tasks.augment import AugmentParams, augment_clips
 
     params = AugmentParams(n_copies=copies)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     augment_clips(clips, sr, params=params, seed=seed, clip_keys=range(len(clips)), out_path=out_path, n_jobs=n_jobs)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    for child in multiprocessing.active_children():  # a worker may still be exiting: count its CPU here
+        child.join()
+    return wall, cpu_seconds() - cpu
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=100)
-    ap.add_argument("--copies", type=int, default=3)
+    ap.add_argument("--copies", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sr", type=int, default=22_050, help="our working rate")
     ap.add_argument("--jobs", type=int, default=2)
@@ -110,31 +122,33 @@ def main() -> None:
         librosa.effects.time_stretch(np.zeros(44_100, np.float32), rate=1.1)
         run_ours(clips[:2], args.sr, 1, tmp / "warm.npy", 0, n_jobs=1)
 
-        book_s, ours_s, ours1_s = [], [], []
+        runs: dict[str, list[tuple[float, float]]] = {"book": [], "ours": [], "ours_1job": []}
         for r in range(args.rounds):
             book_dir = tmp / f"book{r}"
             book_dir.mkdir()
-            book_s.append(run_book(wavs, args.copies, book_dir, seed=r))
-            ours_s.append(run_ours(clips, args.sr, args.copies, tmp / f"ours{r}.npy", seed=r, n_jobs=args.jobs))
-            ours1_s.append(run_ours(clips, args.sr, args.copies, tmp / f"ours1-{r}.npy", seed=r, n_jobs=1))
-            print(f"round {r + 1}: book {1000 * book_s[-1] / n_out:.1f} ms/copy, ours ({args.jobs} jobs) "
-                  f"{1000 * ours_s[-1] / n_out:.1f} ms/copy, ours (1 job) {1000 * ours1_s[-1] / n_out:.1f} ms/copy",
-                  flush=True)
+            runs["book"].append(run_book(wavs, args.copies, book_dir, seed=r))
+            runs["ours"].append(run_ours(clips, args.sr, args.copies, tmp / f"ours{r}.npy", r, n_jobs=args.jobs))
+            runs["ours_1job"].append(run_ours(clips, args.sr, args.copies, tmp / f"ours1-{r}.npy", r, n_jobs=1))
+            print(f"round {r + 1}: " + ", ".join(f"{name} {1000 * t[-1][0] / n_out:.1f} ms/copy"
+                                                 for name, t in runs.items()), flush=True)
 
-    book_ms = 1000 * statistics.median(book_s) / n_out
-    ours_ms = 1000 * statistics.median(ours_s) / n_out
-    ours1_ms = 1000 * statistics.median(ours1_s) / n_out
-    print(f"book recipe (44.1 kHz, librosa, .wav per copy): {book_ms:.1f} ms per augmented clip")
-    print(f"ours ({args.sr} Hz, {args.jobs} processes, in memory): {ours_ms:.1f} ms per augmented clip")
+    wall = {name: 1000 * statistics.median(w for w, _ in t) / n_out for name, t in runs.items()}
+    cpu = {name: 1000 * statistics.median(c for _, c in t) / n_out for name, t in runs.items()}
+    print(f"book recipe (44.1 kHz, librosa, .wav per copy): {wall['book']:.1f} ms per augmented clip "
+          f"({cpu['book']:.1f} ms CPU)")
+    print(f"ours ({args.sr} Hz, n_jobs={args.jobs}, in memory): {wall['ours']:.1f} ms per augmented clip "
+          f"({cpu['ours']:.1f} ms CPU, worker start-up included)")
+    print(f"ours in-process (1 job): {wall['ours_1job']:.1f} ms per augmented clip ({cpu['ours_1job']:.1f} ms CPU)")
     print(f"clips={len(paths)}")
     print(f"copies_per_clip={args.copies}")
     print(f"augmented_clips={n_out}")
     print(f"rounds={args.rounds}")
-    print(f"book_ms_per_clip={book_ms:.2f}")
-    print(f"ours_1job_ms_per_clip={ours1_ms:.2f}")
-    print(f"ours_ms_per_clip={ours_ms:.2f}")
-    print(f"ratio_1job={book_ms / ours1_ms:.2f}")
-    print(f"ratio={book_ms / ours_ms:.2f}")
+    for name in runs:
+        print(f"{name}_ms_per_clip={wall[name]:.2f}")
+        print(f"{name}_cpu_ms_per_clip={cpu[name]:.2f}")
+    print(f"cpu_ratio={cpu['book'] / cpu['ours']:.2f}")
+    print(f"ratio_1job={wall['book'] / wall['ours_1job']:.2f}")
+    print(f"ratio={wall['book'] / wall['ours']:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import sys
 import typing
 from typing import Any
 
-from flows.params import PRESETS, CaseStudyParams
 
 
 def _is_simple_list(annotation) -> bool:
@@ -17,6 +16,8 @@ def _is_simple_list(annotation) -> bool:
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:
     """One --option per CaseStudyParams field, with its description and default (generated, never stale)."""
+    from flows.params import CaseStudyParams
+
     for name, field in CaseStudyParams.model_fields.items():
         if name == "preset":
             continue
@@ -37,6 +38,8 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """Parsed options -> field overrides (only those given)."""
+    from flows.params import CaseStudyParams
+
     out: dict[str, Any] = {}
     for name, field in CaseStudyParams.model_fields.items():
         value = getattr(args, name, None)
@@ -59,6 +62,8 @@ def _load_args_file(args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.params import PRESETS
+
     parser = argparse.ArgumentParser(prog="soundflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -97,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "predict":
         from flows.predict import predict
+        from tasks.errors import SoundflowError
 
-        rows = predict(files=args.files, model_name=args.model, alias=args.alias)
+        try:
+            rows = predict(files=args.files, model_name=args.model, alias=args.alias)
+        except SoundflowError as exc:
+            print(f"soundflow predict: {exc}", file=sys.stderr)
+            return 2
         failed = [r for r in rows if r.get("error")]
         return 1 if failed and len(failed) == len(rows) else 0
     if args.command == "serve":

@@ -23,6 +23,7 @@ def build_deployment(params: CaseStudyParams, *, cron: str, name: str):
     """The case-study deployment on `cron` with `params` as its default parameters."""
     return case_study.to_deployment(
         name=name, cron=cron, parameters={"params": params.model_dump(mode="json")},
+        concurrency_limit=1,  # one case study at a time: runs share data/ caches and the CPU
         description=f"ESC-10 case study, preset {params.preset!r}, on cron {cron!r}", tags=["soundflow", params.preset])
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import shutil
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -17,9 +19,9 @@ from prefect.logging import get_run_logger
 
 from tasks.augment_ops import (  # noqa: F401 (re-exported: the public augmentation API lives here too)
     AugmentParams, add_noise, apply, augment_clip, copy_seed, draw, keep_freed_memory, shift,
-    stretch_and_shift_pitch, write_shards,
+    stretch_and_shift_pitch, write_rows,
 )
-from tasks.cache import atomic_path, digest
+from tasks.cache import digest
 from tasks.errors import SoundflowError
 
 # Bump when the transforms change, so old cached augmentations are not reused.
@@ -27,9 +29,11 @@ _CACHE_VERSION = 1
 
 
 def augment_clips(clips: np.ndarray, sr: int, *, params: AugmentParams, seed: int, clip_keys: Sequence[int],
-                  out_path: Path, n_jobs: int = 2, chunk_size: int = 8,
-                  on_shard: Callable[[int], None] | None = None) -> Path:
+                  out_path: Path, n_jobs: int = 2, chunk_size: int = 4, min_copies_per_worker: int = 500,
+                  on_clip: Callable[[int], None] | None = None) -> Path:
     """Write (n, n_copies, L) float32 augmented copies to out_path; resumable per clip, identical for any n_jobs."""
+    # Rows go straight into a hidden partial .npy beside out_path, one done-marker per clip in a work dir; a
+    # restart redoes only unmarked clips, and the finished file is published by one rename (no 3 GB copy).
     out_path = Path(out_path)
     if out_path.exists():
         return out_path
@@ -40,64 +44,82 @@ def augment_clips(clips: np.ndarray, sr: int, *, params: AugmentParams, seed: in
     if len(keys) != n:
         raise SoundflowError(f"augment: {len(keys)} clip_keys for {n} clips; pass one key per clip (manifest order)")
     work = out_path.parent / f".{out_path.stem}.parts"
-    work.mkdir(parents=True, exist_ok=True)
-    shards = [work / f"{i:05d}-{keys[i]:x}.npy" for i in range(n)]
-    todo = [i for i in range(n) if not shards[i].exists()]
+    partial = work / "partial.npy"
+    markers = [work / f"{i:05d}-{keys[i]:x}.done" for i in range(n)]
+    _open_partial(partial, (n, params.n_copies, length))
+    todo = [i for i in range(n) if not markers[i].exists()]
     log = _logger()
-    log.info("augment: %d clips x %d copies at %d Hz, %d to do (%d reused), %d jobs",
-             n, params.n_copies, sr, len(todo), n - len(todo), n_jobs)
     done, every = n - len(todo), max(1, n // 10)
-    with contextlib.closing(_run_shards(clips, todo, keys, shards, sr, params, seed, n_jobs, chunk_size)) as run:
+    # A spawned worker costs ~1 s of CPU to start (~200 copies' worth): small jobs stay in this process.
+    workers = min(n_jobs - 1, len(todo) * params.n_copies // max(1, min_copies_per_worker))
+    log.info("augment: %d clips x %d copies at %d Hz, %d to do (%d reused), %d worker processes + this one",
+             n, params.n_copies, sr, len(todo), n - len(todo), max(0, workers))
+    run = _run_rows(clips, todo, keys, partial, markers, sr, params, seed, workers, chunk_size)
+    with contextlib.closing(run):
         for i in run:
             done += 1
-            if on_shard is not None:
-                on_shard(i)
+            if on_clip is not None:
+                on_clip(i)
             if done % every == 0 or done == n:
                 log.info("augment: %d/%d clips", done, n)
-    with atomic_path(out_path) as tmp:
-        grid = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, params.n_copies, length))
-        for i, shard in enumerate(shards):
-            part = np.load(shard)
-            if part.shape != (params.n_copies, length):
-                raise SoundflowError(f"augment: shard {shard} has shape {part.shape}, expected "
-                                     f"{(params.n_copies, length)}; delete it and run again")
-            grid[i] = part
-        grid.flush()
-        del grid
+    os.replace(partial, out_path)
     shutil.rmtree(work, ignore_errors=True)
     return out_path
 
 
-def _run_shards(clips: np.ndarray, todo: list[int], keys: list[int], shards: list[Path], sr: int,
-                params: AugmentParams, seed: int, n_jobs: int, chunk_size: int) -> Iterator[int]:
-    """Augment the clips in `todo`, writing one shard each; yield each index as its shard lands."""
-    chunks = [todo[k:k + chunk_size] for k in range(0, len(todo), max(1, chunk_size))]
-    if n_jobs <= 1 or len(chunks) < 2:
-        for i in todo:
-            yield from write_shards(clips[i:i + 1], [i], [keys[i]], [shards[i]], sr, params, seed)
+def _open_partial(partial: Path, shape: tuple[int, int, int]) -> None:
+    """Reuse the partial array if it has the right shape; otherwise start it afresh and forget all markers."""
+    try:
+        if np.load(partial, mmap_mode="r").shape == shape:
+            return
+    except (OSError, ValueError):  # missing, or cut short while being created
+        pass
+    shutil.rmtree(partial.parent, ignore_errors=True)
+    partial.parent.mkdir(parents=True)
+    grid = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+    del grid
+
+
+def _run_rows(clips: np.ndarray, todo: list[int], keys: list[int], partial: Path, markers: list[Path], sr: int,
+              params: AugmentParams, seed: int, workers: int, chunk_size: int) -> Iterator[int]:
+    """Augment the clips in `todo` into their rows; yield each index once its row is written and marked."""
+
+    def job(chunk: list[int]) -> tuple:
+        return (np.ascontiguousarray(clips[chunk]), chunk, [keys[i] for i in chunk], partial,
+                [markers[i] for i in chunk], sr, params, seed)
+
+    queue = deque(todo)
+    if workers < 1:
+        while queue:
+            yield from write_rows(*job([queue.popleft()]))
         return
-    # spawn: fork is unsafe under Prefect's threads. Each worker imports tasks.augment_ops (~1 s) and, as spawn
-    # does, re-runs the __main__ script's top-level imports.
-    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"),
+    # Workers take chunks from the front; this process takes single clips from the back meanwhile, so the time
+    # a worker needs to start (importing tasks.augment_ops and, as spawn does, the __main__ script) is not lost.
+    # spawn, because fork is unsafe under Prefect's threads.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=keep_freed_memory)
     try:
         pending: set[Future] = set()
-        for chunk in chunks:  # keep two chunks per worker in flight, so memory stays bounded
-            pending.add(pool.submit(write_shards, np.ascontiguousarray(clips[chunk]), chunk,
-                                    [keys[i] for i in chunk], [shards[i] for i in chunk], sr, params, seed))
-            if len(pending) >= 2 * n_jobs:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield from future.result()
-        for future in pending:
-            yield from future.result()
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:  # two chunks in flight per worker
+                chunk = [queue.popleft() for _ in range(min(chunk_size, len(queue)))]
+                pending.add(pool.submit(write_rows, *job(chunk)))
+            finished = {f for f in pending if f.done()}
+            if not finished and queue:
+                yield from write_rows(*job([queue.pop()]))
+                continue
+            if not finished:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            pending -= finished
+            for future in finished:
+                yield from future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def augment_file(clips_path: str | Path, sr: int, params: AugmentParams, seed: int, clip_keys: Sequence[int],
                  out_dir: str | Path, *, n_jobs: int = 2) -> Path:
-    """Augment a clips .npy into out_dir/augmented-<digest>.npy, reusing it (or its finished shards) if present."""
+    """Augment a clips .npy into out_dir/augmented-<digest>.npy, reusing it (or its finished rows) if present."""
     clips_path = Path(clips_path)
     keys = [int(k) for k in clip_keys]
     key = digest(_file_key(clips_path), params.model_dump(), int(seed), int(sr), digest(keys), _CACHE_VERSION)

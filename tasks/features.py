@@ -150,6 +150,8 @@ def compute(kind: str, clips: np.ndarray, sr: int, *, n_jobs: int = 2, **opts) -
     """One representation of every clip: clips (..., L) -> (..., *feature_shape) float32."""
     fn = _representation(kind)
     flat = clips.reshape(-1, clips.shape[-1])
+    if not len(flat):
+        raise SoundflowError(f"features {kind}: no clips (shape {clips.shape})")
     first = fn(flat[0], sr, **opts)
     out = np.empty((len(flat),) + first.shape, np.float32)
     _fill(kind, fn, flat, sr, opts, out, n_jobs)

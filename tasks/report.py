@@ -55,6 +55,18 @@ def comparison_figure(frame: pd.DataFrame, *, title: str = "5-fold accuracy (mea
     return fig
 
 
+def cnn1d_grid(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The book's Table 12-1 layout: first kernel (rows) x 1D architecture (columns), accuracy in %."""
+    parts = frame["configuration"].str.extract(r"^cnn1d_(\w+?)_k(\d+)/raw(\+aug)?$")
+    rows = frame.assign(arch=parts[0], k=pd.to_numeric(parts[1]), aug=parts[2].fillna("")).dropna(subset=["arch"])
+    if rows.empty:
+        return None
+    rows = rows.assign(arch=rows["arch"] + rows["aug"])
+    grid = rows.pivot_table(index="k", columns="arch", values="accuracy_pct", aggfunc="mean").round(2)
+    order = [c for a in ("shallow", "medium", "deep0", "deep1", "deep2") for c in (a, a + "+aug") if c in grid.columns]
+    return grid[order].reset_index()
+
+
 @task(cache_policy=NO_CACHE)
 def report_task(results: list[dict], parent_id: str, reports_dir: str) -> str:
     """Publish the table as a Prefect artifact and MLflow artifacts (markdown, CSV, plot)."""
@@ -73,5 +85,10 @@ def report_task(results: list[dict], parent_id: str, reports_dir: str) -> str:
                           description=f"Case-study results (k-fold accuracy, mean ± SEM). MLflow parent run: {url}")
     create_markdown_artifact(markdown=f"# Case study\n\n{md}\n\nMLflow parent run: [{parent_id}]({url})",
                              key="case-study-report")
+    grid = cnn1d_grid(frame)
+    if grid is not None:
+        tracking.log_frame(parent_id, grid, "report/table_12_1_cnn1d.csv")
+        create_table_artifact(table=grid.to_dict(orient="records"), key="cnn1d-kernel-grid",
+                              description="1D CNNs: accuracy (%) by first kernel (rows) and architecture (the book's Table 12-1 layout)")
     path = save_text(f"{reports_dir}/results.md", md + "\n")
     return str(path)

@@ -1,6 +1,9 @@
 """The four augmentations move known signals the right way; seeded copies are byte-identical and resumable."""
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -120,7 +123,7 @@ def test_noise_raises_the_floor_and_book_noise_shifts_the_dc_level(kind, mean_si
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-@pytest.mark.parametrize("n_samples", [SR, SR // 2 + 7])
+@pytest.mark.parametrize("n_samples", [SR, SR // 2 + 7, 500])
 def test_apply_keeps_length_dtype_and_range(seed, n_samples):
     p = A.AugmentParams(p_shift=1, p_noise=1, p_pitch=1, p_stretch=1, noise="book")
     y = (0.95 * np.sign(np.sin(np.arange(n_samples) / 20))).astype(np.float32)  # loud: noise would overflow
@@ -133,7 +136,8 @@ def test_augment_clips_identical_for_any_jobs_and_chunking(tmp_path, rng):
     clips, p = _small_clips(rng), A.AugmentParams(n_copies=3)
     keys = [11, 22, 33, 44, 55]
     runs = [A.augment_clips(clips, 8000, params=p, seed=5, clip_keys=keys, out_path=tmp_path / f"{j}-{c}.npy",
-                            n_jobs=j, chunk_size=c) for j, c in [(1, 8), (1, 1), (2, 2)]]
+                            n_jobs=j, chunk_size=c, min_copies_per_worker=1)  # a worker even for this tiny job
+            for j, c in [(1, 8), (1, 1), (2, 2)]]
     arrays = [np.load(r) for r in runs]
     assert arrays[0].shape == (5, 3, 4000) and arrays[0].dtype == np.float32
     assert all(a.tobytes() == arrays[0].tobytes() for a in arrays[1:])
@@ -146,8 +150,24 @@ def test_augment_clips_identical_for_any_jobs_and_chunking(tmp_path, rng):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(r.name for r in [*runs, backwards, other])
 
 
+def test_rows_written_in_a_spawned_worker_are_byte_identical(tmp_path, rng):
+    clips, p, keys = _small_clips(rng, n=3), A.AugmentParams(n_copies=2), [4, 5, 6]
+    expected = np.stack([A.augment_clip(c, 8000, params=p, seed=3, clip_key=k) for c, k in zip(clips, keys)])
+    partial, markers = tmp_path / "partial.npy", [tmp_path / f"{i}.done" for i in range(3)]
+    np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=expected.shape).flush()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=A.keep_freed_memory) as pool:  # the workers' tuned malloc, too
+        done = pool.submit(A.write_rows, clips, [0, 1, 2], keys, partial, markers, 8000, p, 3).result()
+    assert done == [0, 1, 2] and all(m.exists() for m in markers)
+    assert np.load(partial).tobytes() == expected.tobytes()
+
+
 class _Killed(Exception):
     pass
+
+
+def _kill(index: int) -> None:
+    raise _Killed
 
 
 def test_killed_run_resumes_from_its_shards_with_identical_output(tmp_path, rng):
@@ -164,18 +184,32 @@ def test_killed_run_resumes_from_its_shards_with_identical_output(tmp_path, rng)
 
     with pytest.raises(_Killed):
         A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=out_path, n_jobs=1, chunk_size=2,
-                        on_shard=kill_after_three)
-    shards = sorted((tmp_path / ".resumed.parts").glob("*.npy"))
-    assert not out_path.exists() and len(shards) == 3
-    shards[0].unlink()  # lose one more, as if the kill came earlier
+                        on_clip=kill_after_three)
+    markers = sorted((tmp_path / ".resumed.parts").glob("*.done"))
+    assert not out_path.exists() and len(markers) == 3
+    markers[0].unlink()  # lose one more, as if the kill came earlier
     redone: list[int] = []
     A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=out_path, n_jobs=2, chunk_size=1,
-                    on_shard=redone.append)
-    assert sorted(redone) == sorted({0, 1, 2, 3, 4} - {int(s.name[:5]) for s in shards[1:]})
+                    min_copies_per_worker=1, on_clip=redone.append)
+    assert sorted(redone) == sorted({0, 1, 2, 3, 4} - {int(m.name[:5]) for m in markers[1:]})
     assert np.load(out_path).tobytes() == clean.tobytes()
     assert not (tmp_path / ".resumed.parts").exists()
-    A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=out_path, on_shard=redone.append)
+    A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=out_path, on_clip=redone.append)
     assert len(redone) == 3  # finished file: nothing recomputed
+
+
+def test_a_damaged_partial_file_is_started_afresh(tmp_path, rng):
+    clips, p, keys = _small_clips(rng, n=3), A.AugmentParams(n_copies=2), [7, 8, 9]
+    clean = np.load(A.augment_clips(clips, 8000, params=p, seed=2, clip_keys=keys, out_path=tmp_path / "clean.npy",
+                                    n_jobs=1))
+    out_path = tmp_path / "damaged.npy"
+    with pytest.raises(_Killed):
+        A.augment_clips(clips, 8000, params=p, seed=2, clip_keys=keys, out_path=out_path, n_jobs=1, on_clip=_kill)
+    partial = tmp_path / ".damaged.parts" / "partial.npy"
+    partial.write_bytes(partial.read_bytes()[:50])  # cut short, as by a crash while it was created
+    redone: list[int] = []
+    A.augment_clips(clips, 8000, params=p, seed=2, clip_keys=keys, out_path=out_path, n_jobs=1, on_clip=redone.append)
+    assert redone == [0, 1, 2] and np.load(out_path).tobytes() == clean.tobytes()
 
 
 def test_augment_clips_checks_keys(tmp_path, rng):

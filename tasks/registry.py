@@ -1,0 +1,173 @@
+"""The champion: refit the best configuration on every clip, log it as a pyfunc, register it, and move
+the `champion` alias only when it beats the current champion on the same folds."""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+
+from tasks import tracking
+from tasks.cache import digest
+from tasks.evaluate import training_set
+from tasks.models import catalog
+from tasks.serving import log_audio_model
+
+ALIAS = "champion"
+TAG_ACCURACY = "cv_accuracy_mean"
+TAG_CONFIG = "configuration"
+TAG_FOLDS = "folds_digest"
+
+
+def model_name(dataset: str) -> str:
+    """The registered model of a dataset: soundflow-<dataset>."""
+    return f"soundflow-{dataset}"
+
+
+def folds_digest(manifest_path: str, splits_path: str) -> str:
+    """What a CV accuracy was measured on: the clips (file, content, label) and the fold indices."""
+    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    cols = [c for c in ("filename", "sha256", "class_id") if c in manifest.columns]
+    with open(splits_path) as fh:
+        splits = json.load(fh)
+    return digest(manifest[cols].to_numpy().tolist(), splits)
+
+
+def refit_full(spec: dict, manifest_path: str, features_path: str, *, aug_features_path: str | None = None,
+               n_jobs: int = 1):
+    """Fit the configuration `spec` (model, seed, hyper) on all clips (+ their augmented copies if given)."""
+    manifest = pd.read_csv(manifest_path, dtype={"source_id": str})
+    y = manifest["class_id"].to_numpy()
+    groups = manifest["source_id"].astype(str).to_numpy()
+    X = np.asarray(np.load(features_path, mmap_mode="r"))
+    X_aug = None if aug_features_path is None else np.asarray(np.load(aug_features_path, mmap_mode="r"))
+    Xt, yt, gt = training_set(X, y, groups, np.arange(len(y)), X_aug)
+    est = catalog.make(spec["model"], seed=int(spec.get("seed", 0)), n_jobs=n_jobs, hyper=spec.get("hyper"))()
+    if "groups" in inspect.signature(est.fit).parameters:
+        return est.fit(Xt, yt, groups=gt)
+    return est.fit(Xt, yt)
+
+
+def current_champion(name: str, *, client=None):
+    """The ModelVersion holding the champion alias, or None."""
+    client = client or tracking.client()
+    try:
+        return client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        return None
+
+
+def decide(new_accuracy: float, new_folds: str, champion) -> tuple[bool, str]:
+    """(move the alias?, why) for a candidate against the current champion's tags."""
+    if champion is None:
+        return True, "no champion yet"
+    old_folds = champion.tags.get(TAG_FOLDS)
+    try:
+        old = float(champion.tags[TAG_ACCURACY])
+    except (KeyError, ValueError):
+        return True, f"champion v{champion.version} has no {TAG_ACCURACY} tag, so it cannot be compared"
+    if old_folds != new_folds:
+        return True, (f"folds differ (champion v{champion.version} on {old_folds}, candidate on {new_folds}): "
+                      f"accuracies {old:.4f} vs {new_accuracy:.4f} are not comparable, the newer model wins")
+    if new_accuracy > old:
+        return True, f"candidate {new_accuracy:.4f} beats champion v{champion.version} {old:.4f} on the same folds"
+    return False, f"candidate {new_accuracy:.4f} does not beat champion v{champion.version} {old:.4f} on the same folds"
+
+
+def register_champion(run_id: str, model_uri: str, *, name: str, cv_accuracy: float, folds_digest: str,
+                      configuration: str = "") -> dict:
+    """Register a new version; move `champion` to it only if it wins (see decide); log the comparison on the run."""
+    client = tracking.client()
+    try:
+        client.create_registered_model(name, description="soundflow champion per dataset; alias @champion")
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    champion = current_champion(name, client=client)
+    tags = {TAG_ACCURACY: f"{cv_accuracy:.6f}", TAG_CONFIG: configuration, TAG_FOLDS: folds_digest}
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    mv = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    move, reason = decide(cv_accuracy, folds_digest, champion)
+    if move:
+        client.set_registered_model_alias(name, ALIAS, mv.version)
+    client.set_model_version_tag(name, mv.version, "champion_decision", reason)
+    result = {"name": name, "version": str(mv.version), "alias_moved": move, "reason": reason,
+              "previous_version": str(champion.version) if champion else None,
+              "previous_cv_accuracy": float(champion.tags[TAG_ACCURACY]) if champion and TAG_ACCURACY in champion.tags else None,
+              "cv_accuracy": cv_accuracy, "folds_digest": folds_digest, "configuration": configuration,
+              "uri": f"models:/{name}@{ALIAS}" if move else f"models:/{name}/{mv.version}"}
+    for key, value in {"champion.registered_version": mv.version, "champion.alias_moved": str(move).lower(),
+                       "champion.reason": reason, "champion.previous_version": result["previous_version"] or ""}.items():
+        client.set_tag(run_id, key, str(value)[:5000])
+    tracking.log_text(run_id, json.dumps(result, indent=2, default=str), "champion_comparison.json")
+    return result
+
+
+def best_single(results: list[dict]) -> dict:
+    """The best configuration that is one model (ensembles are not refit as one deployable estimator)."""
+    singles = [r for r in results if r.get("family") != "ensemble"]
+    if not singles:
+        raise ValueError("no single-model result to register (only ensembles)")
+    return max(singles, key=lambda r: r["cv_accuracy_mean"])
+
+
+def _spec_of(best: dict, params: dict) -> dict:
+    """The configuration to refit: the CV result's own seed/hyper if present, else the run's parameters."""
+    name = best.get("name", "")
+    repeat = int(name.rsplit("#", 1)[1]) if "#" in name and name.rsplit("#", 1)[1].isdigit() else 0
+    return {"model": best["model"], "features": best["features"], "augmented": bool(best.get("augmented")),
+            "seed": int(best.get("seed", params.get("seed", 0) + repeat)),
+            "hyper": best.get("hyper", (params.get("hyper") or {}).get(best["model"], {}))}
+
+
+@task(cache_policy=NO_CACHE, task_run_name="register {best[name]}")
+def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, parent_id: str) -> dict:
+    """Refit the best CV configuration on all clips, log it as a pyfunc and register it (nested run "champion-refit").
+
+    best: a train_task result (name, model, features, augmented, cv_accuracy_mean; seed/hyper optional).
+    inputs: manifest, splits, features {kind: path}, aug_features {kind: path}; optional feature_opts {kind: opts}
+    (the options features_task was given; default none).
+    params: the flow's CaseStudyParams.model_dump() (dataset, sample_rate, duration_s, seed, hyper, n_jobs)."""
+    log = _logger()
+    if best.get("family") == "ensemble":
+        raise ValueError(f"{best['name']} is an ensemble; register the best single model (registry.best_single)")
+    spec = _spec_of(best, params)
+    feat = spec["features"]
+    aug_path = inputs.get("aug_features", {}).get(feat) if spec["augmented"] else None
+    name = model_name(params.get("dataset", "esc10"))
+    folds = folds_digest(inputs["manifest"], inputs["splits"])
+    run_params = {"configuration": best["name"], **spec, "registered_model": name, "folds_digest": folds,
+                  "cv_run_id": best.get("run_id", "")}
+    with tracking.run(experiment_id, name="champion-refit", params=run_params, parent_id=parent_id,
+                      tags={"soundflow.kind": "champion", "soundflow.config": best["name"]}) as run_id:
+        t0 = time.perf_counter()
+        est = refit_full(spec, inputs["manifest"], inputs["features"][feat], aug_features_path=aug_path,
+                         n_jobs=int(params.get("n_jobs", 1)))
+        refit_s = time.perf_counter() - t0
+        manifest = pd.read_csv(inputs["manifest"])
+        names = manifest[["class_id", "class_name"]].drop_duplicates().sort_values("class_id")["class_name"].tolist()
+        info = log_audio_model(run_id, est, config={
+            "model_name": name, "configuration": best["name"], "features": feat, "class_names": names,
+            "sample_rate": int(params["sample_rate"]), "duration_s": float(params["duration_s"]),
+            "feature_opts": (inputs.get("feature_opts") or {}).get(feat, {})})
+        tracking.log_metrics(run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s})
+        result = register_champion(run_id, info.model_uri, name=name, cv_accuracy=float(best["cv_accuracy_mean"]),
+                                   folds_digest=folds, configuration=best["name"])
+    log.info("registered %s v%s (%s): %s", name, result["version"], best["name"], result["reason"])
+    return {"name": name, "version": result["version"], "alias_moved": result["alias_moved"],
+            "uri": result["uri"], "reason": result["reason"], "run_id": run_id}
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a run, the module logger elsewhere (tests call .fn())."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)

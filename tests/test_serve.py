@@ -1,0 +1,213 @@
+"""Scheduling: the deployment `soundflow serve` builds, prefect.yaml, and (slow) real Prefect + MLflow servers."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.params import CaseStudyParams, preset
+from tasks.config import ROOT, SHARED_ESC10
+
+
+def test_build_deployment_has_the_cron_schedule_and_the_parameters():
+    from flows.serve import build_deployment
+
+    params = preset("smoke", seed=3)
+    dep = build_deployment(params, cron="0 3 * * *", name="nightly-smoke")
+    assert dep.name == "nightly-smoke" and dep.flow_name == "case-study"
+    assert dep.entrypoint == "flows/case_study.py:case_study"
+    [sched] = dep.schedules
+    assert sched.schedule.cron == "0 3 * * *" and sched.active
+    assert dep.concurrency_limit == 1
+    assert json.loads(json.dumps(dep.parameters)) == dep.parameters  # stored as JSON by the server
+    assert CaseStudyParams(**dep.parameters["params"]) == params
+
+
+def test_prefect_yaml_defines_the_same_flow_for_a_work_pool():
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.flows import load_flow_from_entrypoint
+
+    cfg = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    [dep] = cfg["deployments"]
+    assert load_flow_from_entrypoint(str(ROOT / dep["entrypoint"])).name == "case-study"
+    assert dep["entrypoint"] == "flows/case_study.py:case_study"
+    [sched] = dep["schedules"]
+    assert CronSchedule(cron=sched["cron"], timezone=sched["timezone"]).cron == "0 2 * * *"
+    params = CaseStudyParams(**dep["parameters"]["params"])
+    assert params.register_champion and params.preset == "default"
+    assert dep["work_pool"]["name"] == "soundflow"
+
+
+def test_serve_without_a_server_explains_what_to_start():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.cli import main
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with pytest.raises(SystemExit) as exc:
+            main(["serve", "--preset", "smoke", "--cron", "*/5 * * * *"])
+    text = str(exc.value.code)
+    assert "prefect server start" in text and "PREFECT_API_URL=http://127.0.0.1:4200/api" in text
+
+
+# ---------------------------------------------------------------- slow: real servers
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}) before {url} answered:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Signal the process group we started, then SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """A real Prefect server and an MLflow tracking server on free ports, with their state in a temp dir."""
+    if not SHARED_ESC10.is_dir():
+        pytest.skip(f"ESC-10 not found at {SHARED_ESC10}")
+    tmp = tmp_path_factory.mktemp("servers")
+    bin_dir = Path(sys.executable).parent
+    p_port, m_port = _free_port(), _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    base.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                PREFECT_UI_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2")
+    procs = []
+    try:
+        plog = tmp / "prefect-server.log"
+        procs.append(subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                       "--port", str(p_port)], env=base, cwd=tmp, stdout=plog.open("w"),
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+        mlog = tmp / "mlflow-server.log"
+        procs.append(subprocess.Popen([str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(m_port),
+                                       "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+                                       "--artifacts-destination", str(tmp / "mlartifacts")],
+                                      env=base, cwd=tmp, stdout=mlog.open("w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+        _wait_http(f"http://127.0.0.1:{p_port}/api/health", procs[0], plog)
+        _wait_http(f"http://127.0.0.1:{m_port}/health", procs[1], mlog)
+        env = {**base, "PREFECT_API_URL": f"http://127.0.0.1:{p_port}/api",
+               "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{m_port}", "SOUNDFLOW_DATA": str(tmp / "data")}
+        yield {"env": env, "tmp": tmp, "prefect_api": env["PREFECT_API_URL"], "mlflow": env["MLFLOW_TRACKING_URI"]}
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def _flow_runs(api: str, **filters) -> list:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read():
+        async with PrefectClient(api) as client:  # this server, whatever the test process's own settings
+            return await client.read_flow_runs(**filters, sort=FlowRunSort.ID_DESC, limit=50)
+
+    return asyncio.run(read())
+
+
+def _run_cli(args: list[str], env: dict, log: Path, timeout_s: float) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout_s)
+    log.write_text(proc.stdout + "\n----- stderr -----\n" + proc.stderr)
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_case_study_against_real_prefect_and_mlflow_servers(servers):
+    """`soundflow run --preset smoke`: the flow run is in Prefect, its runs (and the champion) in MLflow."""
+    from mlflow import MlflowClient
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    env, tmp = servers["env"], servers["tmp"]
+    proc = _run_cli(["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--register-champion"], env,
+                    tmp / "run.log", 1500)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    result = json.loads(proc.stdout[proc.stdout.index("\n{") if not proc.stdout.startswith("{") else 0:])
+
+    runs = _flow_runs(servers["prefect_api"], flow_filter=FlowFilter(name=FlowFilterName(any_=["case-study"])))
+    assert len(runs) == 1 and runs[0].state.is_completed()
+
+    client = MlflowClient(tracking_uri=servers["mlflow"])
+    exp = client.get_experiment_by_name("soundflow-esc10")
+    mruns = client.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{runs[0].id}'")
+    parent = [r for r in mruns if r.info.run_id == result["parent_run_id"]]
+    assert parent and parent[0].info.status == "FINISHED"
+    children = [r for r in mruns if r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"]]
+    assert len(children) >= 4 and all(r.info.status == "FINISHED" for r in children)
+
+    champion = client.get_model_version_by_alias("soundflow-esc10", "champion")
+    assert float(champion.tags["cv_accuracy_mean"]) > 0
+    clip = next(SHARED_ESC10.glob("001 - Dog bark/*.ogg"))
+    pred = _run_cli(["predict", str(clip)], env, tmp / "predict.log", 600)
+    assert pred.returncode == 0, pred.stderr[-5000:]
+    assert [line for line in pred.stdout.splitlines() if line.startswith(str(clip))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_serve_runs_the_schedule_and_leaves_it_active_on_shutdown(servers):
+    """`soundflow serve` on an every-minute cron executes a scheduled run; stopping it does not pause the schedule."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    env, tmp = servers["env"], servers["tmp"]
+    overrides = tmp / "serve-params.json"
+    overrides.write_text(json.dumps({"source": str(SHARED_ESC10), "register_champion": False,
+                                     "experiment": "soundflow-served"}))
+    log = tmp / "serve.log"
+    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--preset", "smoke", "--cron", "* * * * *",
+                              "--name", "smoke-every-minute", "--params-file", str(overrides)], env=env, cwd=ROOT,
+                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    by_deployment = DeploymentFilter(name=DeploymentFilterName(any_=["smoke-every-minute"]))
+    try:
+        deadline = time.monotonic() + 1200
+        done = []
+        while time.monotonic() < deadline and not done:
+            assert serve.poll() is None, log.read_text()[-5000:]
+            time.sleep(10)
+            runs = _flow_runs(servers["prefect_api"], deployment_filter=by_deployment)
+            assert not [r for r in runs if r.state.is_failed() or r.state.is_crashed()], log.read_text()[-5000:]
+            done = [r for r in runs if r.state.is_completed()]
+        assert done, f"no completed scheduled run in time:\n{log.read_text()[-5000:]}"
+    finally:
+        _stop(serve, signal.SIGINT)  # Ctrl-C: serve's own shutdown path (where pause_on_shutdown applies)
+
+    async def deployment():
+        async with PrefectClient(servers["prefect_api"]) as client:
+            return await client.read_deployment_by_name("case-study/smoke-every-minute")
+
+    dep = asyncio.run(deployment())
+    assert not dep.paused and dep.parameters["params"]["source"] == str(SHARED_ESC10)
