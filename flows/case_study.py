@@ -10,7 +10,7 @@ from tasks.augment import augment_task
 from tasks.ensemble_cv import ensemble_task
 from tasks.features import features_task
 from tasks.ingest import fetch_dataset, ingest
-from tasks.report import report_task
+from tasks.report import report_task, spectrogram_examples_task
 from tasks.split import split_task, subset_task
 from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run
 from tasks.train import plan, train_task
@@ -37,7 +37,8 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
                         str(config.stage_dir("interim") / f"splits-{data['digest']}-{params.split}-{params.k}-{params.seed}.json"))
 
     specs = plan(params.models, params.features, params.augmented, seed=params.seed, repeats=params.repeats,
-                 hyper=params.hyper, n_jobs=1, score_aug_test=params.score_augmented_test)
+                 hyper=params.hyper, n_jobs=1, score_aug_test=params.score_augmented_test,
+                 augmentation=params.augmentation.model_dump())
     kinds = sorted({s["features"] for s in specs})
     aug_kinds = sorted({s["features"] for s in specs if s["augmented"]})
     feats = {k: features_task(data["clips"], k, params.sample_rate, {}, data_dir) for k in kinds}
@@ -57,6 +58,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
         results += ensemble_task(results, data["manifest"], splits, params.ensembles, n_members=params.ensemble_members,
                                  method=params.optimizer, seed=params.seed, experiment_id=exp_id, parent_id=parent_id,
                                  results_dir=results_dir)
+    spectrogram_examples_task(data["clips"], data["manifest"], params.sample_rate, parent_id)
     report_task(results, parent_id, str(config.stage_dir("reports")))
     end_run(parent_id, "FINISHED")
     best = max(results, key=lambda r: r["cv_accuracy_mean"])

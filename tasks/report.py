@@ -68,6 +68,20 @@ def cnn1d_grid(frame: pd.DataFrame) -> pd.DataFrame | None:
 
 
 @task(cache_policy=NO_CACHE)
+def spectrogram_examples_task(clips_path: str, manifest_path: str, sr: int, parent_id: str, per_class: int = 3) -> None:
+    """The book's Figure 12-5: spectrogram images of a few clips per class, logged on the parent run."""
+    from tasks.features import compute, example_grid
+    from tasks.ingest import read_manifest
+    from tasks.train import class_names
+
+    manifest = read_manifest(manifest_path)
+    rows = manifest.groupby("class_id", sort=True).head(per_class).index.to_numpy()
+    images = compute("book_image", np.asarray(np.load(clips_path, mmap_mode="r")[rows]), sr, n_jobs=1)
+    fig = example_grid(images, manifest["class_id"].to_numpy()[rows], class_names(manifest), per_class=per_class)
+    tracking.log_figure(parent_id, fig, "report/spectrogram_examples.png")
+
+
+@task(cache_policy=NO_CACHE)
 def report_task(results: list[dict], parent_id: str, reports_dir: str) -> str:
     """Publish the table as a Prefect artifact and MLflow artifacts (markdown, CSV, plot)."""
     frame = results_frame(results)

@@ -76,6 +76,8 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
     out = Path(results_dir) / f"{spec['name'].replace('/', '_')}-{key}"
     params = {"model": spec["model"], "features": feat, "augmented": spec["augmented"], "seed": spec["seed"],
               "family": catalog.info(spec["model"]).family, "hyper": spec.get("hyper") or {}}
+    if spec.get("augmentation"):
+        params["augmentation"] = spec["augmentation"]
     with tracking.run(experiment_id, name=spec["name"], params=params, parent_id=parent_id,
                       tags={"soundflow.kind": "model", "soundflow.config": spec["name"]}) as run_id:
         if (out / "summary.json").exists() and (out / "proba.npy").exists():
@@ -119,7 +121,7 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
 
 
 def plan(models: list[str], features: list[str], augmented: list[str], *, seed: int, repeats: dict[str, int],
-         hyper: dict[str, dict], n_jobs: int = 1, score_aug_test: bool = False) -> list[dict]:
+         hyper: dict[str, dict], n_jobs: int = 1, score_aug_test: bool = False, augmentation: dict | None = None) -> list[dict]:
     """Every configuration to cross-validate: models x accepted features, plus the augmented variants asked for."""
     specs = []
     for model in models:
@@ -134,5 +136,6 @@ def plan(models: list[str], features: list[str], augmented: list[str], *, seed: 
                 for r in range(n_rep):
                     specs.append({"name": run_name(model, feat, aug, r if n_rep > 1 else None), "model": model,
                                   "features": feat, "augmented": aug, "seed": seed + r, "hyper": hyper.get(model, {}),
-                                  "n_jobs": n_jobs, "score_aug_test": score_aug_test and aug})
+                                  "n_jobs": n_jobs, "score_aug_test": score_aug_test and aug,
+                                  "augmentation": augmentation if aug else None})
     return specs

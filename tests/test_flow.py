@@ -32,12 +32,14 @@ def test_parent_and_child_runs(smoke_run):
     assert parent.data.params["augmentation.n_copies"] == "1"
     assert parent.inputs.dataset_inputs, "manifest logged as the dataset input"
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/results.md", "report/results.csv", "report/comparison.png"} <= arts
+    assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png"} <= arts
 
     children = _children(c, parent.info.run_id)
     names = {r.info.run_name for r in children}
     assert "rbf_svm/engineered" in names and "gaussian_nb/engineered+aug" in names
     assert any(n.startswith("ensemble:") for n in names)
+    aug_run = next(r for r in children if r.info.run_name == "gaussian_nb/engineered+aug")
+    assert aug_run.data.params["augmented"] == "True" and aug_run.data.params["augmentation.n_copies"] == "1"
     for r in children:
         assert r.info.status == "FINISHED"
         assert 0.0 <= r.data.metrics["cv_accuracy_mean"] <= 1.0
