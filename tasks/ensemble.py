@@ -73,15 +73,20 @@ def weighted(P, w) -> np.ndarray:
 
 
 class Stacker:
-    """Stacking: a multinomial logistic regression on the models' concatenated (log-)probabilities."""
+    """Stacking: a multinomial logistic regression on the models' concatenated (log-)probabilities.
 
-    def __init__(self, C: float = 1.0, log: bool = True, max_iter: int = 1000):
+    Log-probabilities are floored at log(floor) so a forest's hard zeros do not dominate; C is small
+    because a few hundred out-of-fold clips must fit models x classes coefficients (on ESC-10's
+    official folds: floor 1e-12, C=1 gave 73.5%; floor 1e-2, C=0.05 about 86%, average 85.5%)."""
+
+    def __init__(self, C: float = 0.05, log: bool = True, floor: float = 1e-2, max_iter: int = 2000):
         self.C = C
         self.log = log
+        self.floor = floor
         self.max_iter = max_iter
 
     def _features(self, P: np.ndarray) -> np.ndarray:
-        X = np.log(np.clip(P, _EPS, None)) if self.log else P
+        X = np.log(np.clip(P, self.floor, None)) if self.log else P
         return X.transpose(1, 0, 2).reshape(P.shape[1], -1)
 
     def fit(self, P, y) -> "Stacker":

@@ -19,6 +19,7 @@ from tasks.cache import digest
 from tasks.evaluate import training_set
 from tasks.models import catalog
 from tasks.serving import log_audio_model
+from tasks.train import class_names
 
 ALIAS = "champion"
 TAG_ACCURACY = "cv_accuracy_mean"
@@ -56,12 +57,15 @@ def refit_full(spec: dict, manifest_path: str, features_path: str, *, aug_featur
 
 
 def current_champion(name: str, *, client=None):
-    """The ModelVersion holding the champion alias, or None."""
+    """The ModelVersion holding the champion alias, or None (other errors, e.g. a server down, propagate)."""
     client = client or tracking.client()
     try:
         return client.get_model_version_by_alias(name, ALIAS)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # no such model: RESOURCE_DOES_NOT_EXIST; model without the alias: INVALID_PARAMETER_VALUE
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and "not found" in exc.message:
+            return None
+        raise
 
 
 def decide(new_accuracy: float, new_folds: str, champion) -> tuple[bool, str]:
@@ -151,8 +155,7 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
         est = refit_full(spec, inputs["manifest"], inputs["features"][feat], aug_features_path=aug_path,
                          n_jobs=int(params.get("n_jobs", 1)))
         refit_s = time.perf_counter() - t0
-        manifest = pd.read_csv(inputs["manifest"])
-        names = manifest[["class_id", "class_name"]].drop_duplicates().sort_values("class_id")["class_name"].tolist()
+        names = class_names(pd.read_csv(inputs["manifest"]))
         info = log_audio_model(run_id, est, config={
             "model_name": name, "configuration": best["name"], "features": feat, "class_names": names,
             "sample_rate": int(params["sample_rate"]), "duration_s": float(params["duration_s"]),
