@@ -10,6 +10,7 @@ from tasks.augment import augment_task
 from tasks.ensemble_cv import ensemble_task
 from tasks.features import features_task
 from tasks.ingest import fetch_dataset, ingest
+from tasks.registry import best_single, register_task
 from tasks.report import report_task, spectrogram_examples_task
 from tasks.split import split_task, subset_task
 from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run
@@ -60,8 +61,11 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
                                  results_dir=results_dir)
     spectrogram_examples_task(data["clips"], data["manifest"], params.sample_rate, parent_id)
     report_task(results, parent_id, str(config.stage_dir("reports")))
+    champion = None
+    if params.register_champion:
+        champion = register_task(best_single(results), inputs, params.model_dump(), exp_id, parent_id)
     end_run(parent_id, "FINISHED")
     best = max(results, key=lambda r: r["cv_accuracy_mean"])
     return {"parent_run_id": parent_id, "experiment_id": exp_id, "best": best["name"],
             "best_accuracy": best["cv_accuracy_mean"],
-            "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results}}
+            "champion": champion, "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results}}

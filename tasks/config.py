@@ -30,10 +30,12 @@ def tracking_uri() -> str:
 
 
 def artifact_location(experiment_name: str) -> str | None:
-    """Artifacts of the embedded store live under mlruns/<experiment>; a server picks its own."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    """Artifacts of a sqlite store live beside its .db file (mlruns/artifacts/...); a server picks its own."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
         return None
-    return (MLRUNS / "artifacts" / experiment_name).as_uri()
+    db = Path(uri[len("sqlite:///"):])
+    return (db.parent / "artifacts" / experiment_name).resolve().as_uri()
 
 
 # The book's label order for ESC-10 (Kneusel, ch. 12), keyed by ESC-50 category names.

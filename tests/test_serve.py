@@ -126,13 +126,20 @@ def servers(tmp_path_factory):
             _stop(proc)
 
 
-def _flow_runs(api: str, **filters) -> list:
+def _finished_flow_runs(api: str, **filters) -> list:
+    """Flow runs in a final state (completed, failed, crashed, cancelled); the scheduler's future runs are skipped."""
     from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
+
+    final = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+    by_state = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=final)))
 
     async def read():
         async with PrefectClient(api) as client:  # this server, whatever the test process's own settings
-            return await client.read_flow_runs(**filters, sort=FlowRunSort.ID_DESC, limit=50)
+            return await client.read_flow_runs(**filters, flow_run_filter=by_state, sort=FlowRunSort.ID_DESC,
+                                               limit=50)
 
     return asyncio.run(read())
 
@@ -157,7 +164,7 @@ def test_case_study_against_real_prefect_and_mlflow_servers(servers):
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout[proc.stdout.index("\n{") if not proc.stdout.startswith("{") else 0:])
 
-    runs = _flow_runs(servers["prefect_api"], flow_filter=FlowFilter(name=FlowFilterName(any_=["case-study"])))
+    runs = _finished_flow_runs(servers["prefect_api"], flow_filter=FlowFilter(name=FlowFilterName(any_=["case-study"])))
     assert len(runs) == 1 and runs[0].state.is_completed()
 
     client = MlflowClient(tracking_uri=servers["mlflow"])
@@ -198,7 +205,7 @@ def test_serve_runs_the_schedule_and_leaves_it_active_on_shutdown(servers):
         while time.monotonic() < deadline and not done:
             assert serve.poll() is None, log.read_text()[-5000:]
             time.sleep(10)
-            runs = _flow_runs(servers["prefect_api"], deployment_filter=by_deployment)
+            runs = _finished_flow_runs(servers["prefect_api"], deployment_filter=by_deployment)
             assert not [r for r in runs if r.state.is_failed() or r.state.is_crashed()], log.read_text()[-5000:]
             done = [r for r in runs if r.state.is_completed()]
         assert done, f"no completed scheduled run in time:\n{log.read_text()[-5000:]}"
