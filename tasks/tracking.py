@@ -5,6 +5,7 @@ import contextlib
 import json
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -18,6 +19,7 @@ from tasks import config
 from tasks.ingest import read_manifest
 
 MAX_PARAM_LEN = 6000
+_SAVE_LOCK = threading.Lock()
 
 
 def client() -> MlflowClient:
@@ -202,7 +204,8 @@ def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str 
     from mlflow.models import infer_signature
 
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    with tempfile.TemporaryDirectory() as tmp:
+    with _SAVE_LOCK, tempfile.TemporaryDirectory() as tmp:   # MLflow's save_model is not thread-safe
         local = Path(tmp) / artifact_path
+        local.mkdir()   # MLflow 3.17's Keras flavor writes the input example before creating the folder
         mlflow.keras.save_model(model, str(local), signature=signature, input_example=example)
         client().log_artifacts(run_id, str(local), artifact_path)

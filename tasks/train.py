@@ -54,7 +54,10 @@ def _log_keras_fold(run_id: str, est, X_example: np.ndarray) -> None:
     from tasks.models.keras_model import learning_curve_figure
 
     tracking.log_figure(run_id, learning_curve_figure(est.history_), "learning_curve.png")
-    tracking.log_keras_model(run_id, est.model_, est.model_input(X_example))
+    x = est._scale(est._as_model_input(np.asarray(X_example, dtype=np.float32)))
+    if est.random_crop_frames and est.predict_crops:
+        x = est._crops(x, 1)[0]                     # the network sees one crop at a time
+    tracking.log_keras_model(run_id, est.model_, x)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="train {spec[name]}")

@@ -55,6 +55,20 @@ def test_parent_and_child_runs(smoke_run):
     assert best > 0.5
 
 
+def test_deep_runs_have_learning_curves(smoke_run):
+    _, first, _ = smoke_run
+    c = MlflowClient(config.tracking_uri())
+    runs = {r.info.run_name: r for r in _children(c, first["parent_run_id"])}
+    for name in ("cnn2d_logmel/logmel+aug", "cnn1d_shallow_k3/raw", "mlp_keras/engineered"):
+        run = runs[name]
+        assert run.data.params["family"] in ("cnn1d", "cnn2d", "mlp")
+        loss = c.get_metric_history(run.info.run_id, "fold0_loss")
+        assert len(loss) >= 2 and [m.step for m in loss] == list(range(len(loss)))
+        files = {a.path for a in c.list_artifacts(run.info.run_id)}
+        assert {"learning_curve.png", "model_fold0"} <= files
+    assert "cnn2d_logmel/logmel" not in runs           # the log-mel CNN trains on augmented folds only
+
+
 def test_second_run_reuses_results(smoke_run):
     _, first, second = smoke_run
     assert second["parent_run_id"] != first["parent_run_id"]

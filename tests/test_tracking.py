@@ -41,3 +41,24 @@ def test_nested_runs_with_explicit_ids_from_threads():
         assert r.data.params["i"] == str(i)
         hist = c.get_metric_history(rid, "fold_accuracy")
         assert [m.step for m in hist] == [0, 1] and hist[0].value == pytest.approx(i / 10)
+
+
+def test_keras_model_logged_in_keras_flavor_reloads_identically(rng):
+    import keras
+    import mlflow.keras
+    import numpy as np
+
+    from tasks.models.nets import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("cnn1d_shallow", (882, 1), 10)
+    x = rng.random((3, 882, 1)).astype("float32")
+    exp = tracking.ensure_experiment("test-tracking")
+    with tracking.run(exp, name="keras") as rid:
+        tracking.log_keras_model(rid, model, x)
+    files = {a.path for a in tracking.client().list_artifacts(rid, "model_fold0")}
+    assert "model_fold0/MLmodel" in files
+    reloaded = mlflow.keras.load_model(f"runs:/{rid}/model_fold0")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    info = mlflow.models.get_model_info(f"runs:/{rid}/model_fold0")
+    assert info.signature is not None and tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 882, 1)

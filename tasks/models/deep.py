@@ -25,7 +25,12 @@ register_deep("cnn2d_logmel", "cnn2d", ("logmel",), **_LOGMEL)
 
 
 def make_deep(name: str, *, seed: int, **params):
-    """A fresh KerasClassifier with the catalogue's recipe for `name` (params override it)."""
+    """A fresh KerasClassifier with the catalogue's recipe for `name`; training settings (epochs, ...)
+    go to the estimator, anything else (kernel, widths, ...) to the network factory."""
+    import inspect
+
     from tasks.models.keras_model import KerasClassifier
 
-    return KerasClassifier(seed=seed, **params)
+    accepted = set(inspect.signature(KerasClassifier).parameters)
+    net = {**(params.pop("hyper", None) or {}), **{k: params.pop(k) for k in list(params) if k not in accepted}}
+    return KerasClassifier(seed=seed, hyper=net, **params)
