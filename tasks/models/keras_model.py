@@ -133,7 +133,13 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         else:
             train_idx, val_idx = np.arange(len(y)), np.arange(0)
         x_train = X[train_idx]
-        self.mean_, self.std_ = (float(x_train.mean()), float(x_train.std()) or 1.0) if self.standardize else (0.0, 1.0)
+        if not self.standardize:
+            self.mean_, self.std_ = 0.0, 1.0
+        elif x_train.ndim == 2 and self.arch == "mlp":   # feature vectors: each column on its own scale
+            std = x_train.std(axis=0)
+            self.mean_, self.std_ = x_train.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
+        else:
+            self.mean_, self.std_ = float(x_train.mean()), float(x_train.std()) or 1.0
         x_train = self._scale(x_train)
         y_train = np.eye(n_classes, dtype=np.float32)[y_idx[train_idx]]
 
@@ -227,7 +233,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Most probable class label per sample."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)          # raises NotFittedError before touching classes_
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, path) -> Path:
@@ -268,7 +275,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         return X
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.mean_) / self.std_).astype(np.float32)
+        return ((X - np.asarray(self.mean_, np.float32)) / np.asarray(self.std_, np.float32)).astype(np.float32)
 
     @staticmethod
     def _time_axis(sample_ndim: int) -> int:
