@@ -147,6 +147,13 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
     aug_path = inputs.get("aug_features", {}).get(feat) if spec["augmented"] else None
     name = model_name(params.get("dataset", "esc10"))
     folds = folds_digest(inputs["manifest"], inputs["splits"])
+    champ = current_champion(name)
+    if champ is not None and champ.tags.get("configuration") == best["name"] and champ.tags.get("folds_digest") == folds \
+            and abs(float(champ.tags.get("cv_accuracy_mean", "nan")) - float(best["cv_accuracy_mean"])) < 5e-7:
+        # nothing changed since the champion was registered: a warm re-run does not refit it again
+        log.info("champion %s v%s is already %s on these folds; not refitting", name, champ.version, best["name"])
+        return {"name": name, "version": str(champ.version), "alias_moved": False, "uri": f"models:/{name}@{ALIAS}",
+                "reason": "unchanged: same configuration, folds and CV accuracy as the champion", "run_id": None}
     run_params = {"configuration": best["name"], **spec, "registered_model": name, "folds_digest": folds,
                   "cv_run_id": best.get("run_id", "")}
     with tracking.run(experiment_id, name="champion-refit", params=run_params, parent_id=parent_id,

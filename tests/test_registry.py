@@ -155,8 +155,11 @@ def test_register_task_refits_logs_and_registers(tiny, champion):
     run = tracking.client().get_run(out["run_id"])
     assert run.info.run_name == "champion-refit" and run.data.tags["mlflow.parentRunId"] == parent
     assert run.info.status == "FINISHED" and run.data.params["model"] == "gaussian_nb"
-    again = registry.register_task.fn(best, inputs, params, parent_exp, parent)  # a tie does not move it
-    assert not again["alias_moved"] and again["version"] == str(int(out["version"]) + 1)
+    again = registry.register_task.fn(best, inputs, params, parent_exp, parent)  # nothing changed: no refit
+    assert not again["alias_moved"] and again["version"] == out["version"] and again["run_id"] is None
+    assert again["reason"].startswith("unchanged")
+    tie = registry.register_task.fn({**best, "name": "gaussian_nb/engineered#tie"}, inputs, params, parent_exp, parent)
+    assert not tie["alias_moved"] and tie["version"] == str(int(out["version"]) + 1)   # a tie does not move it
 
 
 def test_keras_estimator_round_trips_through_its_own_save_format(tiny):
