@@ -12,6 +12,7 @@ key=value lines. The book's sox spectrogram images are approximated by a resized
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -25,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tasks.cache import digest  # noqa: E402
+from tasks.cache import digest, save_json  # noqa: E402
 from tasks.config import BOOK_CLASSES, ESC10_FOLDERS, SHARED_ESC10, stage_dir  # noqa: E402
 
 SR = 22_050
@@ -51,7 +52,7 @@ def _fix_length(y: np.ndarray, n: int) -> np.ndarray:
     return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
 
 
-def _clip_views(path: str, n_copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _clip_views(path: str, n_copies: int, seed: int, hop: int = HOP) -> tuple[np.ndarray, np.ndarray]:
     """(1 + n_copies) log-mels of one clip (original first; copies pitch-shifted and stretched) and its 882-vector."""
     import librosa
     import soundfile as sf
@@ -66,22 +67,22 @@ def _clip_views(path: str, n_copies: int, seed: int) -> tuple[np.ndarray, np.nda
         n_steps, rate = rng.uniform(-2.0, 2.0), rng.uniform(0.85, 1.15)
         z = librosa.effects.pitch_shift(y, sr=SR, n_steps=n_steps)
         views.append(_fix_length(librosa.effects.time_stretch(z, rate=rate), len(y)))
-    mels = [librosa.power_to_db(librosa.feature.melspectrogram(y=v, sr=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS),
+    mels = [librosa.power_to_db(librosa.feature.melspectrogram(y=v, sr=SR, n_fft=N_FFT, hop_length=hop, n_mels=N_MELS),
                                 ref=1.0, amin=1e-10, top_db=80.0) for v in views]
     return np.stack(mels).astype(np.float32), raw
 
 
-def load_features(n_copies: int, *, seed: int = 0, workers: int = 2) -> dict:
-    """Log-mels (n, 1 + n_copies, 64, 216), raw 882-vectors, labels, folds, sources; cached by settings."""
+def load_features(n_copies: int, *, hop: int = HOP, seed: int = 0, workers: int = 2) -> dict:
+    """Log-mels (n, 1 + n_copies, 64, frames), raw 882-vectors, labels, folds, sources; cached by settings."""
     paths, labels, folds, sources = list_clips(SHARED_ESC10)
-    cache = stage_dir("interim") / "bench" / f"esc10_{digest(N_MELS, N_FFT, HOP, SR, n_copies, seed, 'v1')}.npz"
+    cache = stage_dir("interim") / "bench" / f"esc10_{digest(N_MELS, N_FFT, hop, SR, n_copies, seed, 'v1')}.npz"
     start = time.perf_counter()
     if cache.is_file():
         data = dict(np.load(cache))
     else:
         with ProcessPoolExecutor(workers) as pool:
             out = list(pool.map(_clip_views, map(str, paths), [n_copies] * len(paths),
-                                [seed * 100_000 + i for i in range(len(paths))], chunksize=8))
+                                [seed * 100_000 + i for i in range(len(paths))], [hop] * len(paths), chunksize=8))
         data = {"mels": np.stack([m for m, _ in out]), "raw": np.stack([r for _, r in out])}
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **data)
@@ -126,34 +127,55 @@ def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 3) -> dict[str,
     return results
 
 
-def cross_validate(data: dict, args: argparse.Namespace) -> list[float]:
-    """Official 5-fold CV: train on the other folds' clips (+ copies), score the held-out originals."""
+def cross_validate(data: dict, args: argparse.Namespace) -> tuple[dict[str, list[float]], list[float]]:
+    """Official 5-fold CV: train on the other folds' clips (+ copies), score the held-out originals.
+
+    cnn2d_logmel with crops is built length-agnostic, so each fold scores both the full clip
+    ("full") and the mean softmax of evenly spaced crops ("crops").
+    """
     from tasks.models.keras_model import KerasClassifier
 
     is_2d = args.arch.startswith("cnn2d")
-    accs = []
+    both = args.arch == "cnn2d_logmel" and bool(args.crop)
+    mels = data["mels"] - data["mels"].max(axis=(-2, -1), keepdims=True) if args.clip_norm else data["mels"]
+    accs: dict[str, list[float]] = {}
+    fit_seconds: list[float] = []
+    recipe = {k: v for k, v in vars(args).items() if k not in ("folds", "verbose")}
     for fold in args.folds:
+        done = stage_dir("interim") / "bench" / f"cv_{digest(recipe, fold)}.json"
+        if done.is_file():  # a killed run resumes at the first unfinished fold
+            result = json.loads(done.read_text())
+            for mode, acc in result["accuracy"].items():
+                accs.setdefault(mode, []).append(acc)
+            fit_seconds.append(result["fit_seconds"])
+            print(f"fold {fold}: {result['line']} (cached)", flush=True)
+            continue
         train, test = data["folds"] != fold, data["folds"] == fold
-        views = 1 + args.copies
+        views = 1 + args.copies if is_2d else 1  # 1D: originals only
         if is_2d:
-            x_train = data["mels"][train, :views].reshape(-1, *data["mels"].shape[2:])
-            x_test = data["mels"][test, 0]
+            x_train, x_test = mels[train, :views].reshape(-1, *mels.shape[2:]), mels[test, 0]
         else:
-            x_train, x_test = data["raw"][train], data["raw"][test]  # 1D: originals only
-            views = 1
-        y_train = np.repeat(data["labels"][train], views)
+            x_train, x_test = data["raw"][train], data["raw"][test]
         est = KerasClassifier(
             args.arch, {"kernel": args.kernel} if args.kernel else None, epochs=args.epochs,
             batch_size=args.batch, learning_rate=args.lr, schedule=args.schedule, seed=args.seed + fold,
             validation=args.validation, spec_augment={} if (args.spec_augment and is_2d) else None,
             mixup_alpha=args.mixup, random_crop_frames=args.crop if is_2d else None,
-            predict_crops=args.predict_crops, verbose=args.verbose,
-        ).fit(x_train, y_train, groups=np.repeat(data["sources"][train], views))
-        acc = float(np.mean(est.predict(x_test) == data["labels"][test]))
-        accs.append(acc)
-        print(f"fold {fold}: accuracy={acc:.4f} train_samples={len(x_train)} fit={est.fit_seconds_:.0f}s "
-              f"final_loss={est.history_['loss'][-1]:.3f}", flush=True)
-    return accs
+            predict_crops=0 if both else args.predict_crops, verbose=args.verbose,
+        ).fit(x_train, np.repeat(data["labels"][train], views), groups=np.repeat(data["sources"][train], views))
+        modes = {"crops": args.predict_crops, "full": 0} if both else {"crops": args.predict_crops}
+        fold_acc = {}
+        for mode, n_crops in modes.items():
+            est.set_params(predict_crops=n_crops)
+            fold_acc[mode] = float(np.mean(est.predict(x_test) == data["labels"][test]))
+            accs.setdefault(mode, []).append(fold_acc[mode])
+        line = (" ".join(f"accuracy_{m}={a:.4f}" for m, a in fold_acc.items())
+                + f" train_samples={len(x_train)} fit={est.fit_seconds_:.0f}s final_loss={est.history_['loss'][-1]:.3f}"
+                + f" final_train_acc={est.history_['accuracy'][-1]:.3f}")
+        fit_seconds.append(est.fit_seconds_)
+        save_json(done, {"accuracy": fold_acc, "line": line, "fit_seconds": est.fit_seconds_})
+        print(f"fold {fold}: {line}", flush=True)
+    return accs, fit_seconds
 
 
 def _cpu_seconds() -> float:
@@ -173,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schedule", default="cosine")
     p.add_argument("--mixup", type=float, default=0.3)
     p.add_argument("--spec-augment", type=int, default=1)
-    p.add_argument("--crop", type=int, default=172, help="training crop in frames (172 = 4 s)")
+    p.add_argument("--hop", type=int, default=HOP, help="log-mel hop in samples at 22,050 Hz")
+    p.add_argument("--crop", type=int, default=172, help="training crop in frames (172 = 4 s at hop 512)")
     p.add_argument("--predict-crops", type=int, default=5)
+    p.add_argument("--clip-norm", type=int, default=0, help="1: subtract each clip's max dB (loudness-free)")
     p.add_argument("--validation", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
@@ -182,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     start = time.perf_counter()
-    data = load_features(args.copies if args.cv else 0)
+    data = load_features(args.copies if args.cv else 0, hop=args.hop)
     print(f"features: {data['mels'].shape} in {data['seconds']:.0f}s", flush=True)
     if not args.cv:
         rates = time_epochs(data)
@@ -190,14 +214,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"samples_per_s_{name}={rate:.1f}")
         print(f"book_vs_logmel_time_ratio={rates['cnn2d_logmel'] / rates['cnn2d_book']:.2f}")
         return 0
-    accs = cross_validate(data, args)
+    accs, fit_seconds = cross_validate(data, args)
     wall = time.perf_counter() - start
     print(f"recipe={vars(args)}")
     print(f"arch={args.arch}")
-    print("fold_accuracies=" + ",".join(f"{a:.4f}" for a in accs))
-    print(f"mean_accuracy={np.mean(accs):.4f}")
-    print(f"std_error={np.std(accs, ddof=1) / np.sqrt(len(accs)) if len(accs) > 1 else 0.0:.4f}")
+    for mode, values in accs.items():
+        print(f"fold_accuracies_{mode}=" + ",".join(f"{a:.4f}" for a in values))
+        print(f"mean_accuracy_{mode}={np.mean(values):.4f}")
+        print(f"std_error_{mode}={np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0:.4f}")
+    print(f"mean_accuracy={np.mean(accs['crops']):.4f}")
     print(f"feature_seconds={data['seconds']:.0f}")
+    print(f"fit_seconds_total={sum(fit_seconds):.0f}")
     print(f"wall_seconds={wall:.0f}")
     print(f"cpu_seconds={_cpu_seconds():.0f}")
     return 0
