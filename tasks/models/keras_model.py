@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from tasks.models.nets import MODEL_NAMES, build_model
+
+# Keras' global state (layer-name counters, clear_session) is per process, not per thread: two
+# trainings in parallel threads collide ("name 'dense' is used 2 times"), and TensorFlow already
+# uses both cores, so Keras work in this process runs one estimator at a time.
+_KERAS_LOCK = threading.RLock()
 
 SCHEDULES = ("constant", "cosine")
 _SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
@@ -109,6 +115,11 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
 
     # ---- fitting -------------------------------------------------------------------------
     def fit(self, X, y, *, groups=None) -> "KerasClassifier":
+        """Train a fresh model on (X, y) (one Keras training per process at a time)."""
+        with _KERAS_LOCK:
+            return self._fit(X, y, groups=groups)
+
+    def _fit(self, X, y, *, groups=None) -> "KerasClassifier":
         """Train a fresh model on (X, y); `groups` keeps each source on one side of the validation split.
 
         Clears the Keras session, seeds Python/NumPy/TF globally (keras.utils.set_random_seed) and
@@ -221,6 +232,11 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
 
     # ---- prediction ----------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
+        """Softmax probabilities (n, n_classes), float32 (serialized with training, see _KERAS_LOCK)."""
+        with _KERAS_LOCK:
+            return self._predict_proba(X)
+
+    def _predict_proba(self, X) -> np.ndarray:
         """Softmax probabilities (n, n_classes), float32; averaged over evenly spaced crops if cropping."""
         check_is_fitted(self, "model_")
         X = self._scale(self._as_model_input(np.asarray(X, dtype=np.float32)))
