@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import tempfile
 import threading
@@ -24,7 +25,9 @@ _SAVE_LOCK = threading.Lock()
 
 def client() -> MlflowClient:
     """A client on the configured store (embedded sqlite under mlruns/ unless MLFLOW_TRACKING_URI)."""
-    return MlflowClient(tracking_uri=config.tracking_uri())
+    uri = config.tracking_uri()
+    # the registry must follow the store: MLflow's own default is ./mlflow.db in the working directory
+    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI", uri))
 
 
 def ensure_experiment(name: str) -> str:
