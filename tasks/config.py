@@ -26,7 +26,10 @@ def tracking_uri() -> str:
     if uri:
         return uri
     MLRUNS.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{MLRUNS / 'mlflow.db'}"
+    uri = f"sqlite:///{MLRUNS / 'mlflow.db'}"
+    # export it: MLflow's own internal look-ups (registry sources, fluent API) otherwise use ./mlflow.db
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
 
 
 def artifact_location(experiment_name: str) -> str | None:
