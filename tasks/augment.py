@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import os
 import shutil
@@ -14,14 +13,13 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 
 from tasks.augment_ops import (  # noqa: F401 (re-exported: the public augmentation API lives here too)
     AugmentParams, add_noise, apply, augment_clip, copy_seed, draw, keep_freed_memory, shift,
     stretch_and_shift_pitch, write_rows,
 )
-from tasks.cache import digest
+from tasks.cache import digest, file_key
+from tasks.logs import run_logger
 from tasks.errors import SoundflowError
 
 # Bump when the transforms change, so old cached augmentations are not reused.
@@ -48,7 +46,7 @@ def augment_clips(clips: np.ndarray, sr: int, *, params: AugmentParams, seed: in
     markers = [work / f"{i:05d}-{keys[i]:x}.done" for i in range(n)]
     _open_partial(partial, (n, params.n_copies, length))
     todo = [i for i in range(n) if not markers[i].exists()]
-    log = _logger()
+    log = run_logger(__name__)
     done, every = n - len(todo), max(1, n // 10)
     # A spawned worker costs ~1 s of CPU to start (~200 copies' worth): small jobs stay in this process.
     workers = min(n_jobs - 1, len(todo) * params.n_copies // max(1, min_copies_per_worker))
@@ -122,7 +120,7 @@ def augment_file(clips_path: str | Path, sr: int, params: AugmentParams, seed: i
     """Augment a clips .npy into out_dir/augmented-<digest>.npy, reusing it (or its finished rows) if present."""
     clips_path = Path(clips_path)
     keys = [int(k) for k in clip_keys]
-    key = digest(_file_key(clips_path), params.model_dump(), int(seed), int(sr), digest(keys), _CACHE_VERSION)
+    key = digest(file_key(clips_path), params.model_dump(), int(seed), int(sr), digest(keys), _CACHE_VERSION)
     out_path = Path(out_dir) / f"augmented-{key}.npy"
     if out_path.exists():
         return out_path
@@ -130,17 +128,6 @@ def augment_file(clips_path: str | Path, sr: int, params: AugmentParams, seed: i
     return augment_clips(clips, sr, params=params, seed=seed, clip_keys=keys, out_path=out_path, n_jobs=n_jobs)
 
 
-def _file_key(path: Path) -> list:
-    """Identity of an input array file: its name (ingest names clip files by content digest) and size."""
-    return [path.name, path.stat().st_size]
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a flow or task run, the module logger elsewhere."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 def manifest_clip_keys(manifest_path: str | Path) -> list[int]:

@@ -62,3 +62,9 @@ def save_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def file_key(path: str | os.PathLike) -> list:
+    """Identity of an input array file: its name (ingest names clip files by content digest) and size."""
+    path = Path(path)
+    return [path.name, path.stat().st_size]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,11 +14,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from threadpoolctl import threadpool_limits
 
-from tasks.cache import atomic_path, digest
+from tasks.cache import atomic_path, digest, file_key
+from tasks.logs import run_logger
 from tasks.errors import SoundflowError
 
 # Bump when a representation changes, so old cached feature files are not reused.
@@ -167,7 +165,7 @@ def _representation(kind: str) -> Callable[..., np.ndarray]:
 def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, opts: dict, out: np.ndarray,
           n_jobs: int) -> None:
     """out[i] = fn(flat[i]) in chunks over n_jobs threads (FFTs and BLAS release the GIL), logging every ~10%."""
-    log, n, start = _logger(), len(flat), time.perf_counter()
+    log, n, start = run_logger(__name__), len(flat), time.perf_counter()
     chunks = [(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
 
     def run(bounds: tuple[int, int]) -> int:
@@ -189,7 +187,7 @@ def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, o
 def features_file(clips_path: Path, kind: str, sr: int, opts: dict, out_dir: Path, *, n_jobs: int = 2) -> Path:
     """out_dir/<kind>-<digest>.npy of the clips file's representation, computed and written only if missing."""
     clips_path, fn = Path(clips_path), _representation(kind)
-    key = digest(_file_key(clips_path), kind, int(sr), opts, _CACHE_VERSION)
+    key = digest(file_key(clips_path), kind, int(sr), opts, _CACHE_VERSION)
     out_path = Path(out_dir) / f"{kind}-{key}.npy"
     if out_path.exists():
         return out_path
@@ -225,17 +223,6 @@ def example_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[s
     return fig
 
 
-def _file_key(path: Path) -> list:
-    """Identity of an input array file: its name (clip files are named by content digest) and size."""
-    return [path.name, path.stat().st_size]
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a flow or task run, the module logger elsewhere."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 @task(cache_policy=NO_CACHE)
