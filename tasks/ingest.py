@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
 import re
 import shutil
@@ -22,9 +21,8 @@ import pandas as pd
 from joblib import Parallel, delayed
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 
+from tasks.logs import run_logger
 from tasks.audio import load_checked
 from tasks.cache import atomic_path, digest, file_sha256
 from tasks.config import BOOK_CLASSES, ESC10_FOLDERS, ESC50_URL
@@ -179,7 +177,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
 def _build(root: Path, *, dataset: str, sr: int, duration_s: float, out_dir: Path,
            n_jobs: int) -> tuple[str, tuple[Path, Path, Path]]:
     """build_manifest, also returning the cache digest."""
-    log = _logger()
+    log = run_logger(__name__)
     rows, classes, base = scan(root, dataset=dataset)
     present = [r for r in rows if Path(r["path"]).is_file()]
     hashes = {r["path"]: file_sha256(r["path"]) for r in present}
@@ -224,7 +222,7 @@ def _build(root: Path, *, dataset: str, sr: int, duration_s: float, out_dir: Pat
 def _decode_into(scratch: Path, rows: list[dict], hashes: dict, rejected: list[dict], *, sr: int,
                  duration_s: float, n_jobs: int) -> list[dict]:
     """Decode rows, packing good clips at the front of a (len(rows), n) memmap; return manifest records."""
-    log = _logger()
+    log = run_logger(__name__)
     grid = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(rows), round(sr * duration_s)))
     accepted = []
     results = _decode_all([r["path"] for r in rows], sr=sr, duration_s=duration_s, n_jobs=n_jobs)
@@ -350,7 +348,7 @@ def _extract(archive: Path, target: Path, *, identity: dict) -> Path:
                 shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile as exc:
         raise DatasetError(f"{archive}: not a valid zip archive ({exc})") from exc
-    _logger().info("extracted %s -> %s", archive, target)
+    run_logger(__name__).info("extracted %s -> %s", archive, target)
     return target
 
 
@@ -431,7 +429,7 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout_s: float, allow_resu
         else:  # 200: the server ignored Range, so start from zero
             offset, mode = 0, "wb"
             total = int(length) if length else None
-        log, step, next_report = _logger(), (total or 0) // 10 or 50 * _CHUNK, 0
+        log, step, next_report = run_logger(__name__), (total or 0) // 10 or 50 * _CHUNK, 0
         done = offset
         try:
             with open(part, mode) as fh:
@@ -448,13 +446,6 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout_s: float, allow_resu
 
 
 # ---------------------------------------------------------------- Prefect tasks
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a flow or task run, the module logger elsewhere."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
 
 
 def _retry_on_io(task, task_run, state) -> bool:

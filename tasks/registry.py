@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import time
 
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 
 from tasks import tracking
+from tasks.logs import run_logger
 from tasks.cache import digest
 from tasks.evaluate import training_set
 from tasks.models import catalog
@@ -139,7 +138,7 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
     inputs: manifest, splits, features {kind: path}, aug_features {kind: path}; optional feature_opts {kind: opts}
     (the options features_task was given; default none).
     params: the flow's CaseStudyParams.model_dump() (dataset, sample_rate, duration_s, seed, hyper, n_jobs)."""
-    log = _logger()
+    log = run_logger(__name__)
     if best.get("family") == "ensemble":
         raise ValueError(f"{best['name']} is an ensemble; register the best single model (registry.best_single)")
     spec = _spec_of(best, params)
@@ -174,10 +173,3 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
     return {"name": name, "version": result["version"], "alias_moved": result["alias_moved"],
             "uri": result["uri"], "reason": result["reason"], "run_id": run_id}
 
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a run, the module logger elsewhere (tests call .fn())."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
