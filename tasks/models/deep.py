@@ -8,7 +8,7 @@ CNN1D_ARCHS = ("shallow", "medium", "deep0", "deep1", "deep2")
 
 # The book's recipe (Adam, fixed learning rate, batch 32, 16 epochs), validation carved from training folds.
 _BOOK_1D = dict(epochs=16, batch_size=32, learning_rate=1e-3, schedule="constant", validation=0.1, standardize=False)
-_LOGMEL = dict(arch="cnn2d_logmel", epochs=100, batch_size=16, learning_rate=3e-3, schedule="cosine", warmup_frac=0.05,
+_LOGMEL = dict(arch="cnn2d_logmel", epochs=30, batch_size=16, learning_rate=2e-3, schedule="cosine", warmup_frac=0.05,
                validation=0.0, spec_augment={"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20},
                mixup_alpha=0.3, random_crop_frames=172, predict_crops=5)
 
