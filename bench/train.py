@@ -164,16 +164,19 @@ def cross_validate(data: dict, args: argparse.Namespace) -> tuple[dict[str, list
             predict_crops=0 if both else args.predict_crops, verbose=args.verbose,
         ).fit(x_train, np.repeat(data["labels"][train], views), groups=np.repeat(data["sources"][train], views))
         modes = {"crops": args.predict_crops, "full": 0} if both else {"crops": args.predict_crops}
-        fold_acc = {}
+        fold_acc, fold_proba = {}, {}
         for mode, n_crops in modes.items():
             est.set_params(predict_crops=n_crops)
-            fold_acc[mode] = float(np.mean(est.predict(x_test) == data["labels"][test]))
+            proba = est.predict_proba(x_test)
+            fold_proba[mode] = proba.round(5).tolist()
+            fold_acc[mode] = float(np.mean(est.classes_[proba.argmax(1)] == data["labels"][test]))
             accs.setdefault(mode, []).append(fold_acc[mode])
         line = (" ".join(f"accuracy_{m}={a:.4f}" for m, a in fold_acc.items())
                 + f" train_samples={len(x_train)} fit={est.fit_seconds_:.0f}s final_loss={est.history_['loss'][-1]:.3f}"
                 + f" final_train_acc={est.history_['accuracy'][-1]:.3f}")
         fit_seconds.append(est.fit_seconds_)
-        save_json(done, {"accuracy": fold_acc, "line": line, "fit_seconds": est.fit_seconds_})
+        save_json(done, {"accuracy": fold_acc, "line": line, "fit_seconds": est.fit_seconds_,
+                         "test_index": np.flatnonzero(test).tolist(), "proba": fold_proba})  # for ensemble trials
         print(f"fold {fold}: {line}", flush=True)
     return accs, fit_seconds
 

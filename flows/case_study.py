@@ -42,13 +42,15 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
                  augmentation=params.augmentation.model_dump())
     kinds = sorted({s["features"] for s in specs})
     aug_kinds = sorted({s["features"] for s in specs if s["augmented"]})
-    feats = {k: features_task(data["clips"], k, params.sample_rate, {}, data_dir) for k in kinds}
+    opts = params.feature_opts
+    feats = {k: features_task(data["clips"], k, params.sample_rate, opts.get(k, {}), data_dir) for k in kinds}
     aug_feats = {}
     if aug_kinds:
         aug_clips = augment_task(data["clips"], data["manifest"], params.sample_rate, params.augmentation.model_dump(),
                                  params.seed, data_dir, params.n_jobs)
-        aug_feats = {k: features_task(aug_clips, k, params.sample_rate, {}, data_dir) for k in aug_kinds}
-    inputs = {"manifest": data["manifest"], "splits": splits, "features": feats, "aug_features": aug_feats}
+        aug_feats = {k: features_task(aug_clips, k, params.sample_rate, opts.get(k, {}), data_dir) for k in aug_kinds}
+    inputs = {"manifest": data["manifest"], "splits": splits, "features": feats, "aug_features": aug_feats,
+              "feature_opts": opts}
 
     log.info("cross-validating %d configurations on %d clips", len(specs), data["n_clips"])
     results_dir = str(config.stage_dir("results"))

@@ -125,11 +125,17 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
 
 def plan(models: list[str], features: list[str], augmented: list[str], *, seed: int, repeats: dict[str, int],
          hyper: dict[str, dict], n_jobs: int = 1, score_aug_test: bool = False, augmentation: dict | None = None) -> list[dict]:
-    """Every configuration to cross-validate: models x accepted features, plus the augmented variants asked for."""
+    """Every configuration to cross-validate: models x accepted features, plus the augmented variants asked for.
+
+    A model entry "name/features" trains that model on those features only (e.g. "mlp_sklearn/engineered").
+    """
     specs = []
-    for model in models:
+    for entry in models:
+        model, _, only = entry.partition("/")
         meta = catalog.info(model)
-        feats = [f for f in features if f in meta.features] or list(meta.features[:1])
+        if only and only not in meta.features:
+            raise ValueError(f"model entry {entry!r}: {model} trains on {list(meta.features)}, not {only!r}")
+        feats = [only] if only else [f for f in features if f in meta.features] or list(meta.features[:1])
         for feat in feats:
             variants = [False]
             if model in augmented or f"{model}/{feat}" in augmented:

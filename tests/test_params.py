@@ -1,0 +1,66 @@
+"""Presets, parameter validation and the training plan they expand to."""
+import pytest
+from pydantic import ValidationError
+
+from flows.params import DEFAULT, PRESETS, CaseStudyParams, preset
+from tasks.errors import SoundflowError
+from tasks.features import check_opts
+from tasks.train import plan
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_validates_and_plans(name):
+    p = preset(name)
+    specs = plan(p.models, p.features, p.augmented, seed=p.seed, repeats=p.repeats, hyper=p.hyper)
+    names = [s["name"] for s in specs]
+    assert len(names) == len(set(names)), "duplicate configuration names"
+    assert specs, name
+
+
+def test_model_entry_with_features_trains_on_those_only():
+    specs = plan(["rf5", "mlp_sklearn/engineered"], ["raw", "engineered"], [], seed=0, repeats={}, hyper={})
+    assert sorted((s["model"], s["features"]) for s in specs) == [
+        ("mlp_sklearn", "engineered"), ("rf5", "engineered"), ("rf5", "raw")]
+
+
+def test_model_entry_with_unknown_features_names_the_entry():
+    with pytest.raises(ValueError, match="mlp_sklearn/logmel"):
+        plan(["mlp_sklearn/logmel"], ["raw"], [], seed=0, repeats={}, hyper={})
+
+
+def test_augmented_and_repeats_expand_with_their_own_seeds():
+    specs = plan(["cnn2d_logmel", "rf5"], ["logmel", "raw"], ["cnn2d_logmel", "rf5/raw"], seed=7,
+                 repeats={"cnn2d_logmel": 2}, hyper={}, augmentation={"n_copies": 1})
+    cnn = [s for s in specs if s["model"] == "cnn2d_logmel"]
+    assert [(s["name"], s["seed"], s["augmented"]) for s in cnn] == [
+        ("cnn2d_logmel/logmel+aug#0", 7, True), ("cnn2d_logmel/logmel+aug#1", 8, True)]
+    rf = sorted((s["augmented"], s["augmentation"]) for s in specs if s["model"] == "rf5")
+    assert rf == [(False, None), (True, {"n_copies": 1})]
+
+
+def test_default_logmel_crop_fits_the_default_logmel():
+    from tasks.models.catalog import info
+    from tasks.features import logmel
+    import numpy as np
+
+    p = preset("default")
+    frames = logmel(np.zeros(int(p.sample_rate * p.duration_s), np.float32), p.sample_rate,
+                    **p.feature_opts.get("logmel", {})).shape[1]
+    crop = {**info("cnn2d_logmel").defaults, **p.hyper.get("cnn2d_logmel", {})}["random_crop_frames"]
+    assert 0.7 * frames <= crop <= frames   # about 4 s of the 5 s clip
+
+
+def test_feature_options_are_checked_against_the_representation():
+    check_opts("logmel", {"hop_length": 1024, "n_mels": 32})
+    with pytest.raises(SoundflowError, match=r"logmel.*\['hop'\]"):
+        check_opts("logmel", {"hop": 1024})
+    with pytest.raises(ValidationError, match="feature_opts"):
+        CaseStudyParams(feature_opts={"logmel": {"hop": 1024}})
+    with pytest.raises(ValidationError, match="unknown representation"):
+        CaseStudyParams(feature_opts={"spectrum": {}})
+
+
+def test_overrides_merge_into_nested_preset_dicts():
+    p = preset("default", hyper={"mlp_keras": {"epochs": 3}})
+    assert p.hyper["mlp_keras"] == {"epochs": 3}
+    assert p.hyper["cnn2d_logmel"] == DEFAULT["hyper"]["cnn2d_logmel"]
