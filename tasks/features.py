@@ -167,13 +167,20 @@ def _representation(kind: str) -> Callable[..., np.ndarray]:
     return REPRESENTATIONS[kind]
 
 
+def resolved_opts(kind: str, opts: dict) -> dict:
+    """Every keyword option of representation `kind`, defaults filled in (so a saved model survives a change
+    of defaults); raises SoundflowError naming any option `kind` does not take."""
+    defaults = {p.name: p.default for p in inspect.signature(_representation(kind)).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(opts) - set(defaults))
+    if unknown:
+        raise SoundflowError(f"features {kind}: unknown option(s) {unknown}; it takes {list(defaults)}")
+    return {**defaults, **opts}
+
+
 def check_opts(kind: str, opts: dict) -> None:
     """Raise SoundflowError naming the option if `opts` are not keyword options of representation `kind`."""
-    accepted = [p.name for p in inspect.signature(_representation(kind)).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(opts) - set(accepted))
-    if unknown:
-        raise SoundflowError(f"features {kind}: unknown option(s) {unknown}; it takes {accepted}")
+    resolved_opts(kind, opts)
 
 
 def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, opts: dict, out: np.ndarray,

@@ -16,6 +16,7 @@ from tasks import tracking
 from tasks.logs import run_logger
 from tasks.cache import digest
 from tasks.evaluate import training_set
+from tasks.features import resolved_opts
 from tasks.models import catalog
 from tasks.serving import log_audio_model
 from tasks.train import class_names
@@ -165,7 +166,7 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
         info = log_audio_model(run_id, est, config={
             "model_name": name, "configuration": best["name"], "features": feat, "class_names": names,
             "sample_rate": int(params["sample_rate"]), "duration_s": float(params["duration_s"]),
-            "feature_opts": (inputs.get("feature_opts") or {}).get(feat, {})})
+            "feature_opts": resolved_opts(feat, (inputs.get("feature_opts") or {}).get(feat, {}))})
         tracking.log_metrics(run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s})
         result = register_champion(run_id, info.model_uri, name=name, cv_accuracy=float(best["cv_accuracy_mean"]),
                                    folds_digest=folds, configuration=best["name"])

@@ -64,3 +64,11 @@ def test_overrides_merge_into_nested_preset_dicts():
     p = preset("default", hyper={"mlp_keras": {"epochs": 3}})
     assert p.hyper["mlp_keras"] == {"epochs": 3}
     assert p.hyper["cnn2d_logmel"] == DEFAULT["hyper"]["cnn2d_logmel"]
+
+
+def test_resolved_feature_options_fill_in_the_defaults():
+    from tasks.features import resolved_opts
+
+    opts = resolved_opts("logmel", {"n_mels": 32})
+    assert opts["n_mels"] == 32 and opts["hop_length"] == 1024 and set(opts) >= {"n_fft", "fmin", "fmax"}
+    assert resolved_opts("engineered", {}) == {}
