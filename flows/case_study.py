@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.params import CaseStudyParams
 from tasks import config
@@ -14,7 +14,7 @@ from tasks.registry import best_single, register_task
 from tasks.report import report_task, spectrogram_examples_task
 from tasks.split import split_task, subset_task
 from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run
-from tasks.train import plan, train_task
+from tasks.train import init_worker, longest_first, plan, train_task
 
 
 def _mark_mlflow_failed(flow, flow_run, state) -> None:
@@ -22,7 +22,14 @@ def _mark_mlflow_failed(flow, flow_run, state) -> None:
     fail_runs_of_flow_run(str(flow_run.id))
 
 
-@flow(name="case-study", task_runner=ThreadPoolTaskRunner(max_workers=2), validate_parameters=True,
+# Model trainings run in two worker processes (one per core, TensorFlow pinned to one thread each):
+# Keras keeps global state per process, and BLAS/TF threads don't add up across Python threads.
+WORKERS = 2
+
+
+@flow(name="case-study", task_runner=ProcessPoolTaskRunner(max_workers=WORKERS, initializer=init_worker,
+                                                            initargs=(WORKERS,)),
+      validate_parameters=True,
       on_failure=[_mark_mlflow_failed], on_crashed=[_mark_mlflow_failed], on_cancellation=[_mark_mlflow_failed])
 def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
     """Ingest -> split -> features (+ augmented training copies) -> k-fold CV per model -> ensembles -> report."""
@@ -54,7 +61,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
 
     log.info("cross-validating %d configurations on %d clips", len(specs), data["n_clips"])
     results_dir = str(config.stage_dir("results"))
-    futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in specs]
+    futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in longest_first(specs)]
     results = [f.result() for f in futures]
 
     if params.ensembles and len(results) > 1:

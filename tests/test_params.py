@@ -72,3 +72,25 @@ def test_resolved_feature_options_fill_in_the_defaults():
     opts = resolved_opts("logmel", {"n_mels": 32})
     assert opts["n_mels"] == 32 and opts["hop_length"] == 1024 and set(opts) >= {"n_fft", "fmin", "fmax"}
     assert resolved_opts("engineered", {}) == {}
+
+
+def test_longest_first_puts_the_cnns_and_augmented_runs_ahead():
+    from tasks.train import longest_first
+
+    specs = plan(["rf5", "mlp_keras", "cnn1d_deep0_k7", "cnn2d_logmel"], ["raw", "logmel"],
+                 ["cnn2d_logmel", "cnn1d_deep0_k7"], seed=0, repeats={}, hyper={})
+    order = [s["name"] for s in longest_first(specs)]
+    assert order[:3] == ["cnn2d_logmel/logmel+aug", "cnn1d_deep0_k7/raw+aug", "cnn1d_deep0_k7/raw"]
+    assert order[-1] == "rf5/raw" and sorted(order) == sorted(s["name"] for s in specs)
+
+
+def test_worker_initializer_splits_the_cores(monkeypatch):
+    import os
+    from tasks.train import init_worker
+
+    for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    init_worker(2)
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "2" and os.environ["TF_NUM_INTEROP_THREADS"] == "1"

@@ -10,7 +10,8 @@ CNN1D_ARCHS = ("shallow", "medium", "deep0", "deep1", "deep2")
 _BOOK_1D = dict(epochs=16, batch_size=32, learning_rate=1e-3, schedule="constant", validation=0.1, standardize=False)
 _LOGMEL = dict(arch="cnn2d_logmel", epochs=30, batch_size=16, learning_rate=2e-3, schedule="cosine", warmup_frac=0.05,
                validation=0.0, spec_augment={"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20},
-               mixup_alpha=0.3, random_crop_frames=86, predict_crops=5)  # 86 frames = 4 s at the log-mel defaults
+               mixup_alpha=0.3, random_crop_frames=86, predict_crops=0)  # 86 frames = 4 s at the log-mel defaults;
+# predict_crops=0 scores the whole clip: 87.0 vs 86.5% (mean of 3 calibration runs, bench/train.py)
 
 register_deep("mlp_keras", "mlp", ("engineered", "raw"), arch="mlp", epochs=100, batch_size=32, learning_rate=1e-3,
               schedule="cosine", validation=0.1)
