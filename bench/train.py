@@ -52,7 +52,7 @@ def _fix_length(y: np.ndarray, n: int) -> np.ndarray:
     return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
 
 
-def _clip_views(path: str, n_copies: int, seed: int, hop: int = HOP) -> tuple[np.ndarray, np.ndarray]:
+def _clip_views(path: str, n_copies: int, seed: int, hop: int = HOP, n_mels: int = N_MELS) -> tuple[np.ndarray, np.ndarray]:
     """(1 + n_copies) log-mels of one clip (original first; copies pitch-shifted and stretched) and its 882-vector."""
     import librosa
     import soundfile as sf
@@ -67,22 +67,23 @@ def _clip_views(path: str, n_copies: int, seed: int, hop: int = HOP) -> tuple[np
         n_steps, rate = rng.uniform(-2.0, 2.0), rng.uniform(0.85, 1.15)
         z = librosa.effects.pitch_shift(y, sr=SR, n_steps=n_steps)
         views.append(_fix_length(librosa.effects.time_stretch(z, rate=rate), len(y)))
-    mels = [librosa.power_to_db(librosa.feature.melspectrogram(y=v, sr=SR, n_fft=N_FFT, hop_length=hop, n_mels=N_MELS),
+    mels = [librosa.power_to_db(librosa.feature.melspectrogram(y=v, sr=SR, n_fft=N_FFT, hop_length=hop, n_mels=n_mels),
                                 ref=1.0, amin=1e-10, top_db=80.0) for v in views]
     return np.stack(mels).astype(np.float32), raw
 
 
-def load_features(n_copies: int, *, hop: int = HOP, seed: int = 0, workers: int = 2) -> dict:
+def load_features(n_copies: int, *, hop: int = HOP, n_mels: int = N_MELS, seed: int = 0, workers: int = 2) -> dict:
     """Log-mels (n, 1 + n_copies, 64, frames), raw 882-vectors, labels, folds, sources; cached by settings."""
     paths, labels, folds, sources = list_clips(SHARED_ESC10)
-    cache = stage_dir("interim") / "bench" / f"esc10_{digest(N_MELS, N_FFT, hop, SR, n_copies, seed, 'v1')}.npz"
+    cache = stage_dir("interim") / "bench" / f"esc10_{digest(n_mels, N_FFT, hop, SR, n_copies, seed, 'v1')}.npz"
     start = time.perf_counter()
     if cache.is_file():
         data = dict(np.load(cache))
     else:
         with ProcessPoolExecutor(workers) as pool:
             out = list(pool.map(_clip_views, map(str, paths), [n_copies] * len(paths),
-                                [seed * 100_000 + i for i in range(len(paths))], [hop] * len(paths), chunksize=8))
+                                [seed * 100_000 + i for i in range(len(paths))], [hop] * len(paths),
+                                [n_mels] * len(paths), chunksize=8))
         data = {"mels": np.stack([m for m, _ in out]), "raw": np.stack([r for _, r in out])}
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **data)
@@ -165,9 +166,14 @@ def cross_validate(data: dict, args: argparse.Namespace) -> tuple[dict[str, list
         ).fit(x_train, np.repeat(data["labels"][train], views), groups=np.repeat(data["sources"][train], views))
         modes = {"crops": args.predict_crops, "full": 0} if both else {"crops": args.predict_crops}
         fold_acc, fold_proba = {}, {}
+        if is_2d and args.copies:   # test-time augmentation: mean over the test clip and its own copies
+            modes["tta"] = 0 if both else args.predict_crops
         for mode, n_crops in modes.items():
             est.set_params(predict_crops=n_crops)
-            proba = est.predict_proba(x_test)
+            if mode == "tta":
+                proba = np.mean([est.predict_proba(mels[test, v]) for v in range(1 + args.copies)], axis=0)
+            else:
+                proba = est.predict_proba(x_test)
             fold_proba[mode] = proba.round(5).tolist()
             fold_acc[mode] = float(np.mean(est.classes_[proba.argmax(1)] == data["labels"][test]))
             accs.setdefault(mode, []).append(fold_acc[mode])
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixup", type=float, default=0.3)
     p.add_argument("--spec-augment", type=int, default=1)
     p.add_argument("--hop", type=int, default=HOP, help="log-mel hop in samples at 22,050 Hz")
+    p.add_argument("--mels", type=int, default=N_MELS, help="mel bands")
     p.add_argument("--crop", type=int, default=172, help="training crop in frames (172 = 4 s at hop 512)")
     p.add_argument("--predict-crops", type=int, default=5)
     p.add_argument("--clip-norm", type=int, default=0, help="1: subtract each clip's max dB (loudness-free)")
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     start = time.perf_counter()
-    data = load_features(args.copies if args.cv else 0, hop=args.hop)
+    data = load_features(args.copies if args.cv else 0, hop=args.hop, n_mels=args.mels)
     print(f"features: {data['mels'].shape} in {data['seconds']:.0f}s", flush=True)
     if not args.cv:
         rates = time_epochs(data)

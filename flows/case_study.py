@@ -61,8 +61,9 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
 
     log.info("cross-validating %d configurations on %d clips", len(specs), data["n_clips"])
     results_dir = str(config.stage_dir("results"))
-    futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in longest_first(specs)]
-    results = [f.result() for f in futures]
+    with config.workers_share_prefect_api():
+        futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in longest_first(specs)]
+        results = [f.result() for f in futures]
 
     if params.ensembles and len(results) > 1:
         results += ensemble_task(results, data["manifest"], splits, params.ensembles, n_members=params.ensemble_members,

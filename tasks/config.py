@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 MLRUNS = ROOT / "mlruns"
@@ -63,3 +65,23 @@ ESC10_FOLDERS: dict[str, str] = {
 
 ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
 SHARED_ESC10 = ROOT.parent / "shared" / "datasets" / "esc10"
+
+
+@contextmanager
+def workers_share_prefect_api() -> Iterator[None]:
+    """While open, worker processes spawned by a process-pool task runner talk to this process's Prefect API.
+
+    Without a PREFECT_API_URL, Prefect runs a temporary server per process; the pool's workers inherit
+    os.environ, so pointing it at the running one (ephemeral or test harness) spares each worker its own
+    server. Restored on exit, because the temporary server dies with the flow's process."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        os.environ["PREFECT_API_URL"] = str(client.api_url)
+    try:
+        yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
