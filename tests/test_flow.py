@@ -88,3 +88,18 @@ def test_failing_flow_marks_mlflow_run_failed(prefect_harness, esc10_dir):
     exp = c.get_experiment_by_name("test-flow-fail")
     runs = c.search_runs([exp.experiment_id])
     assert runs and all(r.info.status == "FAILED" for r in runs)
+
+
+def test_pool_workers_get_the_flow_api_only_while_training(prefect_harness, monkeypatch):
+    import os
+
+    from tasks import config
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with config.workers_share_prefect_api():
+        url = os.environ["PREFECT_API_URL"]
+        assert url.startswith("http://127.0.0.1") and url.rstrip("/").endswith("/api")
+    assert "PREFECT_API_URL" not in os.environ   # the temporary server dies with the flow: don't keep it
+    monkeypatch.setenv("PREFECT_API_URL", "http://example.invalid/api")
+    with config.workers_share_prefect_api():
+        assert os.environ["PREFECT_API_URL"] == "http://example.invalid/api"   # a configured server wins
