@@ -37,15 +37,24 @@ class CaseStudyParams(BaseModel):
     n_jobs: int = Field(2, ge=1, le=64, description="parallel model fits / worker processes")
     reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
 
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        from tasks.models.catalog import model_entry
+
+        for entry in value:
+            model_entry(entry)   # fails before any work starts, naming the entry
+        return value
+
     @field_validator("feature_opts")
     @classmethod
     def _known_feature_opts(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from tasks.errors import SoundflowError
-        from tasks.features import check_opts
+        from tasks.features import resolved_opts
 
         for kind, opts in value.items():
             try:
-                check_opts(kind, opts)
+                resolved_opts(kind, opts)
             except SoundflowError as exc:
                 raise ValueError(str(exc)) from exc   # pydantic reports ValueErrors on the field
         return value
@@ -68,7 +77,7 @@ SMOKE: dict[str, Any] = {
 MILD_AUGMENTATION: dict[str, Any] = {"n_copies": 2, "p_shift": 0.0, "p_noise": 0.0, "p_pitch": 1.0,
                                      "pitch_steps": (-2.0, 2.0), "p_stretch": 1.0, "stretch_rate": (0.85, 1.15)}
 
-# Every family at its best in about 30 minutes on 2 cores: the classical suite on both vectors, the MLP,
+# Every family at its best in about 22 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
 # a representative 1D CNN and the compact log-mel CNN on augmented training folds, and ensembles.
 DEFAULT: dict[str, Any] = {
     "features": ["raw", "engineered", "logmel"],

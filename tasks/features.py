@@ -178,11 +178,6 @@ def resolved_opts(kind: str, opts: dict) -> dict:
     return {**defaults, **opts}
 
 
-def check_opts(kind: str, opts: dict) -> None:
-    """Raise SoundflowError naming the option if `opts` are not keyword options of representation `kind`."""
-    resolved_opts(kind, opts)
-
-
 def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, opts: dict, out: np.ndarray,
           n_jobs: int) -> None:
     """out[i] = fn(flat[i]) in chunks over n_jobs threads (FFTs and BLAS release the GIL), logging every ~10%."""

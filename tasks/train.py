@@ -152,10 +152,8 @@ def plan(models: list[str], features: list[str], augmented: list[str], *, seed: 
     """
     specs = []
     for entry in models:
-        model, _, only = entry.partition("/")
+        model, only = catalog.model_entry(entry)
         meta = catalog.info(model)
-        if only and only not in meta.features:
-            raise ValueError(f"model entry {entry!r}: {model} trains on {list(meta.features)}, not {only!r}")
         feats = [only] if only else [f for f in features if f in meta.features] or list(meta.features[:1])
         for feat in feats:
             variants = [False]

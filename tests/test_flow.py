@@ -81,13 +81,17 @@ def test_second_run_reuses_results(smoke_run):
 def test_failing_flow_marks_mlflow_run_failed(prefect_harness, esc10_dir):
     from flows.case_study import case_study
 
-    params = preset("smoke", source=str(esc10_dir), experiment="test-flow-fail", models=["no_such_model"])
-    with pytest.raises(Exception, match="no_such_model"):
+    # Valid parameters, but the 1D CNN cannot be built (kernel 0): the training task fails in a pool worker.
+    params = preset("smoke", source=str(esc10_dir), experiment="test-flow-fail", models=["cnn1d_shallow_k3"],
+                    augmented=[], hyper={"cnn1d_shallow_k3": {"epochs": 1, "kernel": 0}})
+    with pytest.raises(Exception):
         case_study(params)
     c = MlflowClient(config.tracking_uri())
     exp = c.get_experiment_by_name("test-flow-fail")
     runs = c.search_runs([exp.experiment_id])
-    assert runs and all(r.info.status == "FAILED" for r in runs)
+    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert nested and len(runs) > len(nested)                     # the parent and the model's run both exist
+    assert all(r.info.status == "FAILED" for r in runs)
 
 
 def test_pool_workers_get_the_flow_api_only_while_training(prefect_harness, monkeypatch):

@@ -4,7 +4,7 @@ from pydantic import ValidationError
 
 from flows.params import DEFAULT, PRESETS, CaseStudyParams, preset
 from tasks.errors import SoundflowError
-from tasks.features import check_opts
+from tasks.features import resolved_opts
 from tasks.train import plan
 
 
@@ -26,6 +26,10 @@ def test_model_entry_with_features_trains_on_those_only():
 def test_model_entry_with_unknown_features_names_the_entry():
     with pytest.raises(ValueError, match="mlp_sklearn/logmel"):
         plan(["mlp_sklearn/logmel"], ["raw"], [], seed=0, repeats={}, hyper={})
+    with pytest.raises(ValidationError, match="mlp_sklearn/logmel"):
+        CaseStudyParams(models=["rf5", "mlp_sklearn/logmel"])
+    with pytest.raises(ValidationError, match="unknown model 'rf7'"):
+        CaseStudyParams(models=["rf7"])
 
 
 def test_augmented_and_repeats_expand_with_their_own_seeds():
@@ -51,9 +55,9 @@ def test_default_logmel_crop_fits_the_default_logmel():
 
 
 def test_feature_options_are_checked_against_the_representation():
-    check_opts("logmel", {"hop_length": 1024, "n_mels": 32})
+    resolved_opts("logmel", {"hop_length": 1024, "n_mels": 32})
     with pytest.raises(SoundflowError, match=r"logmel.*\['hop'\]"):
-        check_opts("logmel", {"hop": 1024})
+        resolved_opts("logmel", {"hop": 1024})
     with pytest.raises(ValidationError, match="feature_opts"):
         CaseStudyParams(feature_opts={"logmel": {"hop": 1024}})
     with pytest.raises(ValidationError, match="unknown representation"):
@@ -67,8 +71,6 @@ def test_overrides_merge_into_nested_preset_dicts():
 
 
 def test_resolved_feature_options_fill_in_the_defaults():
-    from tasks.features import resolved_opts
-
     opts = resolved_opts("logmel", {"n_mels": 32})
     assert opts["n_mels"] == 32 and opts["hop_length"] == 1024 and set(opts) >= {"n_fft", "fmin", "fmax"}
     assert resolved_opts("engineered", {}) == {}

@@ -38,6 +38,18 @@ def info(model: str) -> ModelInfo:
     return CATALOG[model]
 
 
+def model_entry(entry: str) -> tuple[str, str | None]:
+    """("name", None) for "name", ("name", "features") for "name/features"; ValueError naming a bad entry."""
+    model, _, only = entry.partition("/")
+    try:
+        meta = info(model)
+    except KeyError as exc:
+        raise ValueError(f"model entry {entry!r}: {exc.args[0]}") from exc
+    if only and only not in meta.features:
+        raise ValueError(f"model entry {entry!r}: {model} trains on {list(meta.features)}, not {only!r}")
+    return model, only or None
+
+
 def make(model: str, *, seed: int, n_jobs: int = 1, hyper: dict | None = None) -> Callable[[], object]:
     """A zero-argument factory of fresh estimators for the CV engine."""
     meta = info(model)
