@@ -23,6 +23,7 @@ from tasks.errors import SoundflowError
 
 # Bump when a representation changes, so old cached feature files are not reused.
 _CACHE_VERSION = 1
+_VERSIONS = {"engineered": 2}  # representations changed since (engineered 2: + band statistics, modulation)
 _CHUNK = 16  # clips per unit of parallel work
 
 
@@ -37,13 +38,18 @@ def raw_vector(y: np.ndarray, sr: int) -> np.ndarray:
 
 
 def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
-    """Piczak-style summary for classical models: mean and std over time of 93 frame features (186 values)."""
-    # Rows: MFCC 40, delta 40, centroid, bandwidth, rolloff (Hz), flatness, contrast 7, zero-crossing rate, RMS.
-    # Scales differ (Hz vs ratios): standardize before distance- or margin-based models.
+    """Summary vector for classical models and MLPs (1,210 values): Piczak-style frame-feature statistics (186),
+    log-mel band statistics (640) and a modulation spectrum (384).
+
+    The last two describe sound textures (rain, waves, engines) by their long-term statistics; on ESC-10 they
+    lift the tuned RBF SVM from 83.5% (Piczak part alone) to 91.0% (5 official folds, bench/engineered.py).
+    Scales differ (Hz vs ratios vs dB): standardize before distance- or margin-based models.
+    """
     y = np.asarray(y, np.float32)
     mag = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
-    mel = librosa.feature.melspectrogram(S=mag**2, sr=sr, n_mels=128)
-    mfccs = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=40)
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=mag**2, sr=sr, n_mels=128))
+    mfccs = librosa.feature.mfcc(S=mel_db, n_mfcc=40)
+    # Rows: MFCC 40, delta 40, centroid, bandwidth, rolloff (Hz), flatness, contrast 7, zero-crossing rate, RMS.
     rows = np.vstack([
         mfccs,
         librosa.feature.delta(mfccs),
@@ -55,7 +61,35 @@ def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
         librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512),
         librosa.feature.rms(S=mag, frame_length=2048),
     ])
-    return np.concatenate([rows.mean(axis=1), rows.std(axis=1)]).astype(np.float32)
+    return np.concatenate([rows.mean(axis=1), rows.std(axis=1), band_statistics(mel_db),
+                           modulation_spectrum(y, sr)]).astype(np.float32)
+
+
+def band_statistics(mel_db: np.ndarray) -> np.ndarray:
+    """Per mel band over time: mean, std, 10th and 90th percentiles, mean absolute delta (5 x n_mels values)."""
+    lo, hi = np.percentile(mel_db, [10, 90], axis=1)
+    delta = np.abs(librosa.feature.delta(mel_db)) if mel_db.shape[1] >= 9 else np.zeros_like(mel_db)
+    return np.concatenate([mel_db.mean(axis=1), mel_db.std(axis=1), lo, hi, delta.mean(axis=1)])
+
+
+def modulation_spectrum(y: np.ndarray, sr: int, *, n_mels: int = 32, n_bins: int = 12,
+                        fmin_hz: float = 0.5, fmax_hz: float = 40.0) -> np.ndarray:
+    """How fast each mel band's loudness fluctuates: log magnitude of the FFT of each band's log-energy
+    envelope, averaged in `n_bins` log-spaced bands from 0.5 to 40 Hz (n_mels x n_bins values).
+
+    Envelopes are sampled at ~86 frames/s (hop 256 at 22,050 Hz), enough for rotor beats and ticking clocks.
+    """
+    hop = max(1, int(round(sr / 86.13)))
+    mel = librosa.feature.melspectrogram(y=np.asarray(y, np.float32), sr=sr, n_fft=4 * hop, hop_length=hop,
+                                         n_mels=n_mels)
+    env = np.log(mel + 1e-8)
+    env -= env.mean(axis=1, keepdims=True)
+    spec = np.abs(np.fft.rfft(env * np.hanning(env.shape[1]), axis=1))
+    freqs = np.fft.rfftfreq(env.shape[1], d=hop / sr)
+    edges = np.searchsorted(freqs, np.geomspace(fmin_hz, fmax_hz, n_bins + 1))
+    edges = np.minimum(edges, len(freqs) - 1)
+    out = np.stack([spec[:, a:max(b, a + 1)].mean(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
+    return np.log(out + 1e-6).ravel()
 
 
 def logmel(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048, hop_length: int = 1024,
@@ -203,7 +237,7 @@ def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, o
 def features_file(clips_path: Path, kind: str, sr: int, opts: dict, out_dir: Path, *, n_jobs: int = 2) -> Path:
     """out_dir/<kind>-<digest>.npy of the clips file's representation, computed and written only if missing."""
     clips_path, fn = Path(clips_path), _representation(kind)
-    key = digest(file_key(clips_path), kind, int(sr), opts, _CACHE_VERSION)
+    key = digest(file_key(clips_path), kind, int(sr), opts, _VERSIONS.get(kind, _CACHE_VERSION))
     out_path = Path(out_dir) / f"{kind}-{key}.npy"
     if out_path.exists():
         return out_path

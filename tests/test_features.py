@@ -41,10 +41,34 @@ def test_raw_vector_pads_a_short_clip_with_silence():
 def test_engineered_vector_tracks_pitch_and_loudness(sr):
     low, high, quiet = (F.engineered_vector(y, sr) for y in
                         (_sine(500, sr, 2), _sine(3000, sr, 2), _sine(500, sr, 2, amp=0.05)))
-    assert low.shape == (186,) and low.dtype == np.float32 and np.all(np.isfinite(low))
+    assert low.shape == (186 + 5 * 128 + 32 * 12,) and low.dtype == np.float32 and np.all(np.isfinite(low))
     centroid, rms = 80, 92  # row order: mfcc 40, delta 40, centroid, bandwidth, rolloff, flatness, contrast 7, zcr, rms
     assert abs(low[centroid] - 500) < 100 and abs(high[centroid] - 3000) < 300
     assert low[rms] > 5 * quiet[rms]
+    band_means = slice(186, 186 + 128)  # then the log-mel band statistics: the loudest band follows the pitch
+    assert np.argmax(high[band_means]) > np.argmax(low[band_means]) + 20
+
+
+def test_band_statistics_of_a_steady_and_a_fluctuating_band():
+    t = np.arange(200)
+    mel_db = np.vstack([np.full(200, -20.0), -40 + 10 * np.sin(t / 3)])
+    mean, std, p10, p90, delta = F.band_statistics(mel_db).reshape(5, 2)
+    np.testing.assert_allclose(mean, [-20, -40], atol=0.5)
+    assert std[0] == 0 and 6 < std[1] < 8 and p10[1] < -45 < -35 < p90[1]
+    assert delta[0] < 1e-9 and delta[1] > 1
+
+
+@pytest.mark.parametrize("rate_hz", [2.0, 8.0, 20.0])
+def test_modulation_spectrum_peaks_at_the_amplitude_modulation_rate(rate_hz):
+    sr = 22050
+    t = np.arange(5 * sr) / sr
+    y = (0.5 * (1 + 0.9 * np.sin(2 * np.pi * rate_hz * t)) * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    m = F.modulation_spectrum(y, sr).reshape(32, 12)
+    edges = np.geomspace(0.5, 40, 13)
+    band = int(np.argmin(np.abs(F.librosa.mel_frequencies(34, fmax=sr / 2)[1:-1] - 1000)))  # the carrier's band
+    assert edges[np.argmax(m[band])] <= rate_hz < edges[np.argmax(m[band]) + 1]
+    steady = F.modulation_spectrum(_sine(1000, sr), sr).reshape(32, 12)
+    assert m[band].max() > steady[band].max() + 3   # log magnitude: a steady tone barely fluctuates
 
 
 @pytest.mark.parametrize("freq_hz", [300.0, 1000.0, 4000.0])

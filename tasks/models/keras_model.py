@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import keras
@@ -33,6 +35,21 @@ from tasks.models.nets import MODEL_NAMES, build_model
 _KERAS_LOCK = threading.RLock()
 
 SCHEDULES = ("constant", "cosine")
+
+
+@contextmanager
+def _own_layer_seeds(seed: int):
+    """Keras draws unseeded layers' initializer and dropout seeds from Python's global `random`, which other
+    threads of the process (Prefect's) draw from too: the same seed then gave different weights now and then.
+    During a build, Keras draws from a generator of its own, seeded by `seed`."""
+    from keras.src.random import seed_generator
+
+    saved = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = saved
 _SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
 
 
@@ -158,7 +175,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         keras.utils.set_random_seed(int(self.seed))
         tf.config.experimental.enable_op_determinism()
         self.input_shape_ = self._model_input_shape(X.shape[1:])
-        model = build_model(self.arch, self.input_shape_, n_classes, **(self.hyper or {}))
+        with _own_layer_seeds(int(self.seed)):
+            model = build_model(self.arch, self.input_shape_, n_classes, **(self.hyper or {}))
         steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
         model.compile(optimizer=keras.optimizers.Adam(self._learning_rate(steps_per_epoch * self.epochs)),
                       loss="categorical_crossentropy", metrics=["accuracy"])
