@@ -116,7 +116,7 @@ def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 3) -> dict[str,
         batch = 16 if name.startswith("cnn2d") else 32
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
-        model = build_model(name, x.shape[1:], len(BOOK_CLASSES))
+        model = build_model(name, x.shape[1:], len(BOOK_CLASSES), **({"pooling": "time_stats"} if name == "cnn2d_logmel" else {}))
         model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
         stamps = []
         model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
@@ -158,7 +158,9 @@ def cross_validate(data: dict, args: argparse.Namespace) -> tuple[dict[str, list
         else:
             x_train, x_test = data["raw"][train], data["raw"][test]
         est = KerasClassifier(
-            args.arch, {"kernel": args.kernel} if args.kernel else None, epochs=args.epochs,
+            args.arch, {**({"kernel": args.kernel} if args.kernel else {}),
+                        **({"pooling": args.pooling} if args.arch == "cnn2d_logmel" else {}),
+                        **({"dropout": args.dropout} if args.dropout is not None else {})} or None, epochs=args.epochs,
             batch_size=args.batch, learning_rate=args.lr, schedule=args.schedule, seed=args.seed + fold,
             validation=args.validation, spec_augment={} if (args.spec_augment and is_2d) else None,
             mixup_alpha=args.mixup, random_crop_frames=args.crop if is_2d else None,
@@ -197,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv", action="store_true", help="run the 5-fold CV calibration instead of the epoch timing")
     p.add_argument("--arch", default="cnn2d_logmel")
     p.add_argument("--kernel", type=int, default=None)
+    p.add_argument("--pooling", default="time_stats", help="cnn2d_logmel head: time_stats (the catalogue's) | global")
+    p.add_argument("--dropout", type=float, default=None, help="cnn2d_logmel dropout before the classifier")
     p.add_argument("--copies", type=int, default=2, help="pitch/stretch copies per training clip (2D)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=16)

@@ -62,6 +62,26 @@ def test_cnn2d_logmel_is_compact_and_length_agnostic(rng):
         assert model(rng.normal(size=(2, 64, frames, 1)).astype(np.float32)).shape == (2, 10)
 
 
+def test_cnn2d_logmel_time_stats_head_keeps_the_bands_and_survives_a_save(rng, tmp_path):
+    import keras
+
+    from tasks.models.nets import TimeStatsPooling
+
+    model = build_model("cnn2d_logmel", (64, None, 1), 10, widths=(4, 8, 8, 8), pooling="time_stats")
+    assert layer_summary(model)[-3:] == ["TimeStatsPooling", "Dropout", "Dense"]
+    assert model.layers[-1].input.shape[-1] == 8 * 8 * 2        # 64 mels / 2^3 poolings x 8 channels x (mean, std)
+    t = rng.normal(size=(2, 3, 7, 4)).astype(np.float32)          # (batch, bands, frames, channels)
+    pooled = TimeStatsPooling()(t).numpy().reshape(2, 3, 8)
+    np.testing.assert_allclose(pooled[..., :4], t.mean(axis=2), atol=1e-5)
+    np.testing.assert_allclose(pooled[..., 4:], np.sqrt(t.var(axis=2) + 1e-6), atol=1e-5)
+    x = rng.normal(size=(2, 64, 100, 1)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="pooling"):
+        build_model("cnn2d_logmel", (64, None, 1), 10, pooling="max")
+
+
 def test_cnn2d_logmel_adds_channel_axis():
     model = build_model("cnn2d_logmel", (32, 40), 3, widths=(4, 8, 8, 8))
     assert layer_summary(model)[0] == "Reshape"

@@ -82,12 +82,26 @@ def _cnn2d_book(input_shape, num_classes, *, kernel: int = 3) -> keras.Model:
     return keras.Model(inputs, _head(x, num_classes, dense=128, dropout=0.5), name="cnn2d_book")
 
 
+@keras.saving.register_keras_serializable(package="soundflow")
+class TimeStatsPooling(layers.Layer):
+    """Mean and standard deviation over time of (batch, freq, time, channels), flattened to (batch, freq x
+    channels x 2): unlike global average pooling it keeps where in frequency a sound sits and how steady it is."""
+
+    def call(self, x):
+        mean = keras.ops.mean(x, axis=2)
+        std = keras.ops.sqrt(keras.ops.var(x, axis=2) + 1e-6)
+        return keras.ops.reshape(keras.ops.concatenate([mean, std], axis=-1), (-1, x.shape[1] * x.shape[3] * 2))
+
+
 def _cnn2d_logmel(input_shape, num_classes, *, widths=(32, 64, 128, 128), kernel: int = 3,
-                  dropout: float = 0.3) -> keras.Model:
-    """Compact log-mel CNN: conv-BN-ReLU blocks with 2x2 max-pooling between, global average pooling.
+                  dropout: float = 0.3, pooling: str = "global") -> keras.Model:
+    """Compact log-mel CNN: conv-BN-ReLU blocks with 2x2 max-pooling between, then global average pooling
+    (pooling="global") or per-band mean and std over time (pooling="time_stats").
 
     The frames axis may be None (variable length) because nothing after the pooling depends on it.
     """
+    if pooling not in ("global", "time_stats"):
+        raise ValueError(f"pooling must be 'global' or 'time_stats', got {pooling!r}")
     inputs, x = _inputs(input_shape, rank=3)
     for i, width in enumerate(widths):
         if i:
@@ -95,7 +109,7 @@ def _cnn2d_logmel(input_shape, num_classes, *, widths=(32, 64, 128, 128), kernel
         x = layers.Conv2D(int(width), (int(kernel), int(kernel)), padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x) if pooling == "global" else TimeStatsPooling()(x)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="cnn2d_logmel")
