@@ -116,7 +116,8 @@ def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 3) -> dict[str,
         batch = 16 if name.startswith("cnn2d") else 32
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
-        model = build_model(name, x.shape[1:], len(BOOK_CLASSES), **({"pooling": "time_stats"} if name == "cnn2d_logmel" else {}))
+        hyper = {"pooling": "time_stats"} if name == "cnn2d_logmel" else {}   # the catalogue's head
+        model = build_model(name, x.shape[1:], len(BOOK_CLASSES), **hyper)
         model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
         stamps = []
         model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
