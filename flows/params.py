@@ -76,7 +76,7 @@ SMOKE: dict[str, Any] = {
 MILD_AUGMENTATION: dict[str, Any] = {"n_copies": 2, "p_shift": 0.0, "p_noise": 0.0, "p_pitch": 1.0,
                                      "pitch_steps": (-2.0, 2.0), "p_stretch": 1.0, "stretch_rate": (0.85, 1.15)}
 
-# Every family at its best in about 22 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
+# Every family at its best in about 18 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
 # a representative 1D CNN and the compact log-mel CNN on augmented training folds, and ensembles.
 DEFAULT: dict[str, Any] = {
     "features": ["raw", "engineered", "logmel"],
