@@ -100,7 +100,7 @@ def _book_images(mels: np.ndarray) -> np.ndarray:
     return np.repeat(img, 3, axis=-1).astype(np.float32)
 
 
-def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 3) -> dict[str, float]:
+def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 6) -> dict[str, float]:
     """Training samples per second of each architecture (median over epochs after the first)."""
     import keras
 
