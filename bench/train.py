@@ -100,6 +100,13 @@ def _book_images(mels: np.ndarray) -> np.ndarray:
     return np.repeat(img, 3, axis=-1).astype(np.float32)
 
 
+def _catalogue_pooling() -> str:
+    """The head the catalogue's cnn2d_logmel recipe uses (tasks/models/deep.py)."""
+    from tasks.models import catalog
+
+    return catalog.info("cnn2d_logmel").defaults["pooling"]
+
+
 def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 6) -> dict[str, float]:
     """Training samples per second of each architecture (median over epochs after the first)."""
     import keras
@@ -116,7 +123,7 @@ def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 6) -> dict[str,
         batch = 16 if name.startswith("cnn2d") else 32
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
-        hyper = {"pooling": "time_stats"} if name == "cnn2d_logmel" else {}   # the catalogue's head
+        hyper = {"pooling": _catalogue_pooling()} if name == "cnn2d_logmel" else {}
         model = build_model(name, x.shape[1:], len(BOOK_CLASSES), **hyper)
         model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
         stamps = []
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv", action="store_true", help="run the 5-fold CV calibration instead of the epoch timing")
     p.add_argument("--arch", default="cnn2d_logmel")
     p.add_argument("--kernel", type=int, default=None)
-    p.add_argument("--pooling", default="time_stats", help="cnn2d_logmel head: time_stats (the catalogue's) | global")
+    p.add_argument("--pooling", default=_catalogue_pooling(), help="cnn2d_logmel head: time_stats | global")
     p.add_argument("--dropout", type=float, default=None, help="cnn2d_logmel dropout before the classifier")
     p.add_argument("--copies", type=int, default=2, help="pitch/stretch copies per training clip (2D)")
     p.add_argument("--epochs", type=int, default=30)

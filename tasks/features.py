@@ -68,8 +68,8 @@ def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
 def band_statistics(mel_db: np.ndarray) -> np.ndarray:
     """Per mel band over time: mean, std, 10th and 90th percentiles, mean absolute delta (5 x n_mels values)."""
     lo, hi = np.percentile(mel_db, [10, 90], axis=1)
-    delta = np.abs(librosa.feature.delta(mel_db)) if mel_db.shape[1] >= 9 else np.zeros_like(mel_db)
-    return np.concatenate([mel_db.mean(axis=1), mel_db.std(axis=1), lo, hi, delta.mean(axis=1)])
+    delta = np.abs(librosa.feature.delta(mel_db)).mean(axis=1)
+    return np.concatenate([mel_db.mean(axis=1), mel_db.std(axis=1), lo, hi, delta])
 
 
 def modulation_spectrum(y: np.ndarray, sr: int, *, n_mels: int = 32, n_bins: int = 12,

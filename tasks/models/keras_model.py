@@ -35,6 +35,7 @@ from tasks.models.nets import MODEL_NAMES, build_model
 _KERAS_LOCK = threading.RLock()
 
 SCHEDULES = ("constant", "cosine")
+_SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
 
 
 @contextmanager
@@ -50,7 +51,6 @@ def _own_layer_seeds(seed: int):
         yield
     finally:
         seed_generator.python_random = saved
-_SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
 
 
 def grouped_holdout(groups, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -128,7 +128,7 @@ def build_model(name: str, input_shape: tuple, num_classes: int, **hyper) -> ker
 
     Hyper-parameters: cnn1d_* and cnn2d_book take `kernel` (first kernel size, default 3);
     mlp takes `hidden` (default (512, 128)) and `dropout` (0.5); cnn2d_logmel takes `widths`,
-    `kernel` and `dropout`. 1D nets accept (882,) as well as (882, 1); 2D nets accept
+    `kernel`, `dropout` and `pooling` ("global" or "time_stats"). 1D nets accept (882,) as well as (882, 1); 2D nets accept
     (height, width) as well as (height, width, channels).
     """
     if name not in _BUILDERS:
