@@ -113,6 +113,20 @@ def logmel_deltas(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048
                     axis=-1).astype(np.float32)
 
 
+def pcen(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048, hop_length: int = 1024,
+         time_constant: float = 0.4) -> np.ndarray:
+    """Per-channel energy normalized mel spectrogram, (n_mels, frames) float32 (Wang et al. 2017, librosa.pcen).
+
+    Each band is divided by its own smoothed loudness of the last `time_constant` seconds: steady backgrounds
+    (rain, wind, engine hum) fade and onsets stand out, where the log-mel keeps absolute levels. A CNN on it
+    errs on other clips than one on log-mels, which is what an ensemble needs.
+    """
+    mel = librosa.feature.melspectrogram(y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length,
+                                         n_mels=n_mels, power=1.0)
+    # librosa's scaling for float audio in [-1, 1] (the filter was tuned on 32-bit integer magnitudes)
+    return librosa.pcen(mel * 2.0 ** 31, sr=sr, hop_length=hop_length, time_constant=time_constant).astype(np.float32)
+
+
 def mfcc(y: np.ndarray, sr: int, *, n_mfcc: int = 40, n_mels: int = 128, n_fft: int = 2048,
          hop_length: int = 512) -> np.ndarray:
     """MFCCs, (n_mfcc, frames) float32."""
@@ -178,6 +192,7 @@ REPRESENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "engineered": engineered_vector,
     "logmel": logmel,
     "logmel_deltas": logmel_deltas,
+    "pcen": pcen,
     "mfcc": mfcc,
     "book_image": book_image,
 }

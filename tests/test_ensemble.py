@@ -210,3 +210,25 @@ def test_fold_safe_scores_validates_its_inputs(good_and_noisy):
         fold_safe_scores(P, y, np.zeros_like(folds), combiner="stacking")
     with pytest.raises(EnsembleError, match="shape"):
         fold_safe_scores(P[0], y, folds, combiner="average")
+
+
+def test_select_members_mixes_views_then_families_and_breaks_ties_by_log_loss_not_arrival_order():
+    from tasks.ensemble_cv import _log_loss, select_members
+
+    family = {"svm": "classical", "logreg": "classical", "rf": "classical", "cnn": "cnn2d", "mlp": "mlp"}
+    acc = {"svm": 0.92, "logreg": 0.90, "rf": 0.90, "cnn": 0.89, "mlp": 0.70}
+    loss = {"svm": 0.3, "logreg": 0.5, "rf": 0.4, "cnn": 0.4, "mlp": 1.0}
+    # each family's best first, by accuracy; then the next best overall: rf and logreg tie, rf's loss is lower
+    assert select_members(acc, family, 4, loss) == ["svm", "cnn", "mlp", "rf"]
+    assert select_members(dict(reversed(acc.items())), family, 4, loss) == ["svm", "cnn", "mlp", "rf"]
+    assert select_members(acc, family, 2, loss) == ["svm", "cnn"]
+    # views (input representations) come first: the best model on a third representation beats a better
+    # second model on a representation already chosen, in the family stage as well as the fill stage
+    view = {"svm": "engineered", "logreg": "engineered", "rf": "engineered", "cnn": "logmel", "mlp": "engineered"}
+    acc2, family2 = {**acc, "pc": 0.80}, {**family, "pc": "cnn2d"}
+    assert select_members(acc2, family2, 3, loss, {**view, "pc": "pcen"}) == ["svm", "cnn", "pc"]
+    assert select_members(acc2, family2, 4, loss, {**view, "pc": "pcen"}) == ["svm", "cnn", "pc", "mlp"]
+    assert select_members(acc2, family2, 3, loss, {**view, "pc": "logmel"}) == ["svm", "cnn", "mlp"]
+    y = np.array([0, 1])
+    sure, unsure = np.array([[0.9, 0.1], [0.1, 0.9]]), np.array([[0.6, 0.4], [0.4, 0.6]])
+    assert _log_loss(sure, y) < _log_loss(unsure, y)   # same accuracy, the confident one wins ties

@@ -90,6 +90,21 @@ def test_logmel_deltas_channels_and_stationary_delta():
     assert np.abs(cube[:, 10:-10, 1]).max() < 0.5  # a steady tone barely changes
 
 
+def test_pcen_fades_a_steady_tone_and_keeps_its_onset():
+    sr = 22050
+    y = np.concatenate([np.zeros(sr, np.float32), _sine(1000, sr, 3)])   # silence, then a tone from t = 1 s
+    P = F.pcen(y, sr)
+    assert P.shape == (64, 1 + len(y) // 1024) and P.dtype == np.float32
+    band = int(np.argmax(P.sum(axis=1)))
+    onset = sr // 1024 + 1
+    steady = P[band, -20:].mean()
+    assert P[band, onset - 1:onset + 3].max() > 3 * steady   # the onset stands out of the tone it starts
+    lm = F.logmel(y, sr)
+    assert lm[band, onset - 1:onset + 3].max() < lm[band, -20:].mean() + 6   # where the log-mel stays level
+    loud, quiet = F.pcen(10 * y, sr), F.pcen(y / 10, sr)
+    assert abs(loud[band, -20:].mean() - quiet[band, -20:].mean()) < 0.5 * steady   # and loudness-free
+
+
 def test_mfcc_shape_and_loudness_in_c0():
     sr = 22050
     loud, quiet = F.mfcc(_sine(800, sr, 1), sr), F.mfcc(_sine(800, sr, 1, amp=0.01), sr)

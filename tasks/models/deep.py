@@ -24,7 +24,7 @@ register_deep("cnn2d_book_k3", "cnn2d", ("book_image",), arch="cnn2d_book", hype
               batch_size=16, learning_rate=1e-3, schedule="constant", validation=0.1, standardize=False)
 register_deep("cnn2d_book_k7", "cnn2d", ("book_image",), arch="cnn2d_book", hyper={"kernel": 7}, epochs=16,
               batch_size=16, learning_rate=1e-3, schedule="constant", validation=0.1, standardize=False)
-register_deep("cnn2d_logmel", "cnn2d", ("logmel", "logmel_deltas", "mfcc"), **_LOGMEL)
+register_deep("cnn2d_logmel", "cnn2d", ("logmel", "logmel_deltas", "mfcc", "pcen"), **_LOGMEL)
 
 
 def make_deep(name: str, *, seed: int, **params):
