@@ -91,6 +91,7 @@ DEFAULT: dict[str, Any] = {
     # One member per way of seeing a clip: the SVM on engineered vectors, the CNNs on log-mels and on PCEN, and the
     # 1D CNN on samples. The two CNNs are both wrong on 13 of 400 clips, the SVM and the PCEN CNN on 14, while
     # a fifth member from a repeated representation (the Keras MLP on engineered vectors) shares 27 of the SVM's.
+    # Same results: 4 members 93.0% (average, vote), 5 members 91.5-92.0%, by family alone 91.0-91.75%.
     "ensemble_members": 4,
 }
 
