@@ -76,7 +76,7 @@ SMOKE: dict[str, Any] = {
 MILD_AUGMENTATION: dict[str, Any] = {"n_copies": 2, "p_shift": 0.0, "p_noise": 0.0, "p_pitch": 1.0,
                                      "pitch_steps": (-2.0, 2.0), "p_stretch": 1.0, "stretch_rate": (0.85, 1.15)}
 
-# Every family at its best in about 25 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
+# Every family at its best in about 24 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
 # a representative 1D CNN, the compact CNN on log-mels and on PCEN (augmented training folds), and ensembles of the
 # best model of each of the four representations.
 DEFAULT: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Representations of clips (raw vector, engineered summary, log-mel, MFCC, the book's spectrogram image), cached."""
+"""Representations of clips (raw vector, engineered summary, log-mel, PCEN, MFCC, the book's spectrogram image), cached."""
 from __future__ import annotations
 
 import functools
