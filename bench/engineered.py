@@ -51,11 +51,13 @@ def main() -> int:
     start = time.perf_counter()
     X = compute("engineered", clips, SR, n_jobs=2)
     seconds = time.perf_counter() - start
+    if X.shape[1] != PARTS["modulation"].stop:
+        raise SystemExit(f"engineered vector has {X.shape[1]} values; update PARTS to its layout (tasks/features.py)")
     print(f"engineered {X.shape} in {seconds:.1f}s ({len(clips) / seconds:.0f} clips/s on 2 threads)", flush=True)
     results = {}
     for name in args.models:
         for label, parts in SETS.items():
-            cols = np.concatenate([np.arange(1210)[PARTS[p]] for p in parts])
+            cols = np.concatenate([np.arange(X.shape[1])[PARTS[p]] for p in parts])
             results[f"{name}_{label}"] = acc = cross_validate(name, X[:, cols], y, folds, sources)
             print(f"{name:18s} {label:18s} ({len(cols):4d} values) accuracy={acc:.4f}", flush=True)
     for key, acc in results.items():
