@@ -18,7 +18,8 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed  ## the ESC-10 case study (SOURCE=folder|zip|URL, PRESET=smoke|default|book, ARGS="--option value ...")
 	$(BIN)/soundflow run --preset $(PRESET) $(if $(SOURCE),--source "$(SOURCE)") $(ARGS)
 
-test: $(BIN)/.installed  ## the default test run (under 10 minutes)
+test: $(BIN)/.installed  ## lint, then the default test run (under 10 minutes)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(BIN)/.installed  ## the long tests too

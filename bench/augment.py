@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.audio import load_audio  # noqa: E402
 from tasks.config import SHARED_ESC10  # noqa: E402
+from tasks.data.audio import load_audio  # noqa: E402
 
-# tasks.augment (and so Prefect) is imported inside run_ours: spawned workers re-import this script as
+# tasks.augment.copies (and so Prefect) is imported inside run_ours: spawned workers re-import this script as
 # __mp_main__, and a heavy top level would be timed as worker start-up (see the report on __main__ imports).
 
 
@@ -83,7 +83,7 @@ def run_book(wavs: list[Path], copies: int, out_dir: Path, seed: int) -> tuple[f
 
 def run_ours(clips: np.ndarray, sr: int, copies: int, out_path: Path, seed: int, n_jobs: int) -> tuple[float, float]:
     """(wall, CPU) seconds for augment_clips over the clip array (worker start-up included)."""
-    from tasks.augment import AugmentParams, augment_clips
+    from tasks.augment.copies import AugmentParams, augment_clips
 
     params = AugmentParams(n_copies=copies)
     start, cpu = time.perf_counter(), cpu_seconds()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def stage_times(parent_run_id: str) -> dict[str, float]:
     """Seconds per model family (summed over its nested MLflow runs) of one flow run."""
-    from tasks import tracking
+    from tasks.tracking import runs as tracking
 
     c = tracking.client()
     exp = c.get_run(parent_run_id).info.experiment_id

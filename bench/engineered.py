@@ -20,10 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train import SR, list_clips  # noqa: E402
-from tasks.audio import load_audio  # noqa: E402
 from tasks.config import SHARED_ESC10  # noqa: E402
-from tasks.evaluate import predict_proba  # noqa: E402
-from tasks.features import compute  # noqa: E402
+from tasks.data.audio import load_audio  # noqa: E402
+from tasks.evaluation.cv import predict_proba  # noqa: E402
+from tasks.features.representations import compute  # noqa: E402
 from tasks.models.classical import make_classical  # noqa: E402
 
 PARTS = {"piczak": slice(0, 186), "bands": slice(186, 826), "modulation": slice(826, 1210)}

@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.audio import load_audio  # noqa: E402
 from tasks.config import SHARED_ESC10  # noqa: E402
-from tasks.features import REPRESENTATIONS, compute  # noqa: E402
+from tasks.data.audio import load_audio  # noqa: E402
+from tasks.features.representations import REPRESENTATIONS, compute  # noqa: E402
 
 
 def pick_clips(root: Path, n: int) -> list[Path]:

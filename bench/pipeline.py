@@ -25,14 +25,14 @@ def main() -> None:
     os.environ["SOUNDFLOW_DATA"] = str(tmp / "data")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
 
+    import numpy as np
     from prefect.logging import disable_run_logger
 
-    from tasks.features import features_file
-    from tasks.ingest import build_manifest, read_manifest
-    from tasks.evaluate import cross_validate
+    from tasks.data.ingest import build_manifest, read_manifest
+    from tasks.data.split import make_splits
+    from tasks.evaluation.cv import cross_validate
+    from tasks.features.representations import features_file
     from tasks.models.classical import make_classical
-    from tasks.split import make_splits
-    import numpy as np
 
     out: dict[str, float] = {}
 
@@ -49,15 +49,15 @@ def main() -> None:
         timed("ingest_warm_s", lambda: build_manifest(Path(args.source), dataset="esc10", sr=22050, out_dir=interim))
         paths = {}
         for kind in ("raw", "engineered"):
-            paths[kind] = timed(f"features_{kind}_cold_s", lambda: features_file(clips, kind, 22050, {}, feats))
-            timed(f"features_{kind}_warm_s", lambda: features_file(clips, kind, 22050, {}, feats))
+            paths[kind] = timed(f"features_{kind}_cold_s", lambda kind=kind: features_file(clips, kind, 22050, {}, feats))
+            timed(f"features_{kind}_warm_s", lambda kind=kind: features_file(clips, kind, 22050, {}, feats))
     m = read_manifest(man)
     y, groups = m["class_id"].to_numpy(), m["source_id"].to_numpy()
     splits = make_splits(m, scheme="official")
     for model in args.models.split(","):
         for kind in ("raw", "engineered"):
             X = np.load(paths[kind])
-            res = timed(f"cv_{model}_{kind}_s", lambda: cross_validate(lambda: make_classical(model, seed=0, n_jobs=2), X, y, splits,
+            res = timed(f"cv_{model}_{kind}_s", lambda model=model, X=X: cross_validate(lambda: make_classical(model, seed=0, n_jobs=2), X, y, splits,
                                                                         groups=groups, n_classes=10))
             out[f"acc_{model}_{kind}"] = float(np.mean(res["proba"].argmax(1) == y))
     cold = out["ingest_cold_s"] + out["features_raw_cold_s"] + out["features_engineered_cold_s"]

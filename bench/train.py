@@ -128,7 +128,7 @@ def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 6) -> dict[str,
         model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
         stamps = []
         model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
-                  callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: stamps.append(time.perf_counter()))])
+                  callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda *_, stamps=stamps: stamps.append(time.perf_counter()))])
         seconds = statistics.median(np.diff(stamps))
         results[name] = len(x) / seconds
         print(f"{name:14s} params={model.count_params():>9,d} batch={batch:2d} epoch={seconds:6.2f}s "

@@ -6,15 +6,15 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.params import CaseStudyParams
 from tasks import config
-from tasks.augment import augment_task
-from tasks.ensemble_cv import ensemble_task
-from tasks.features import features_task
-from tasks.ingest import fetch_dataset, ingest
-from tasks.registry import best_single, register_task
-from tasks.report import report_task, spectrogram_examples_task
-from tasks.split import split_task, subset_task
-from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run
-from tasks.train import init_worker, longest_first, plan, train_task
+from tasks.augment.copies import augment_task
+from tasks.data.ingest import fetch_dataset, ingest
+from tasks.data.split import split_task, subset_task
+from tasks.evaluation.ensemble_cv import ensemble_task
+from tasks.evaluation.train import init_worker, longest_first, plan, train_task
+from tasks.features.representations import features_task
+from tasks.tracking.registry import best_single, register_task
+from tasks.tracking.report import report_task, spectrogram_examples_task
+from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run
 
 
 def _mark_mlflow_failed(flow, flow_run, state) -> None:
@@ -31,7 +31,7 @@ WORKERS = 2
                                                             initargs=(WORKERS,)),
       validate_parameters=True,
       on_failure=[_mark_mlflow_failed], on_crashed=[_mark_mlflow_failed], on_cancellation=[_mark_mlflow_failed])
-def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
+def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B008 (Prefect shows the default)
     """Ingest -> split -> features (+ augmented training copies) -> k-fold CV per model -> ensembles -> report."""
     log = get_run_logger()
     data_dir = str(config.data_dir())

@@ -9,7 +9,6 @@ import typing
 from typing import Any
 
 
-
 def _is_simple_list(annotation) -> bool:
     return typing.get_origin(annotation) is list and typing.get_args(annotation) in ((str,), (int,))
 

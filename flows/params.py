@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from tasks.augment import AugmentParams
+from tasks.augment.copies import AugmentParams
 from tasks.models.classical import BOOK_SUITE
 
 
@@ -50,7 +50,7 @@ class CaseStudyParams(BaseModel):
     @classmethod
     def _known_feature_opts(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from tasks.errors import SoundflowError
-        from tasks.features import resolved_opts
+        from tasks.features.representations import resolved_opts
 
         for kind, opts in value.items():
             try:

@@ -5,7 +5,8 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.registry import ALIAS, model_name as registered_name
+from tasks.tracking.registry import ALIAS
+from tasks.tracking.registry import model_name as registered_name
 
 DEFAULT_MODEL = registered_name("esc10")
 
@@ -17,7 +18,7 @@ def classify_task(files: list[str], model_uri: str) -> list[dict]:
 
     from tasks import config
     from tasks.errors import SoundflowError
-    from tasks.serving import load_model
+    from tasks.tracking.pyfunc import load_model
 
     try:
         model = load_model(model_uri)

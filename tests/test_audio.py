@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.audio import SILENCE_PEAK, fix_length, load_audio, load_checked, probe
+from tasks.data.audio import SILENCE_PEAK, fix_length, load_audio, load_checked, probe
 from tasks.errors import AudioDecodeError
 
 

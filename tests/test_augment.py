@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tasks import augment as A
+from tasks.augment import copies as A
 
 SR = 22050
 

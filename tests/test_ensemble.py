@@ -4,11 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.ensemble import (
-    EnsembleError, Stacker, average, fold_safe_scores, maximum, optimistic_weights,
-    search_weights, vote, weighted,
+from tasks.evaluation.ensemble_cv import fold_safe_ensemble
+from tasks.evaluation.ensembles import (
+    EnsembleError,
+    Stacker,
+    average,
+    maximum,
+    optimistic_weights,
+    search_weights,
+    vote,
+    weighted,
 )
-from tasks.optimizers import OPTIMIZERS
+from tasks.evaluation.optimizers import OPTIMIZERS
 
 N_CLASSES = 5
 
@@ -113,14 +120,29 @@ def test_search_rejects_unknown_names(good_and_noisy):
         search_weights(P, y + N_CLASSES, method="jaya", seed=0)
 
 
+def _splits(folds):
+    return [(np.flatnonzero(folds != k), np.flatnonzero(folds == k)) for k in np.unique(folds)]
+
+
+def _safe(P, y, folds, *, combiner, method="jaya", members=None, n_members=None):
+    """The production path (the flow's ensemble task) on a stack P of (models, n, C) probabilities."""
+    probas = {f"m{i}": p for i, p in enumerate(P)}
+    family = {name: name for name in probas}   # every model its own family and view
+    res = fold_safe_ensemble(probas, family, y, _splits(folds), combiner=combiner, method=method, seed=0,
+                             n_members=n_members or len(P), fixed_members=members, view=family)
+    pred = res["proba"].argmax(1)
+    res["fold_accuracy"] = [float(np.mean(pred[folds == k] == y[folds == k])) for k in np.unique(folds)]
+    res["mean"] = float(np.mean(res["fold_accuracy"]))
+    return res
+
+
 def test_parameter_free_combiners_are_applied_per_fold_unchanged(good_and_noisy):
     P, y = good_and_noisy
     folds = np.arange(len(y)) % 4
     for name, combine in [("average", average), ("maximum", maximum), ("vote", vote)]:
-        res = fold_safe_scores(P, y, folds, combiner=name)
+        res = _safe(P, y, folds, combiner=name, members=["m0", "m1", "m2"])
         np.testing.assert_allclose(res["proba"], combine(P))
-        assert res["folds"] == [0, 1, 2, 3] and res["weights"] is None
-        assert res["mean"] == pytest.approx(np.mean(res["fold_accuracy"]))
+        assert len(res["per_fold"]) == 4 and all(f["weights"] is None for f in res["per_fold"])
 
 
 def _relabel_fold_to_follow_model(P, y, folds, k, model):
@@ -132,21 +154,66 @@ def _relabel_fold_to_follow_model(P, y, folds, k, model):
 
 @pytest.mark.parametrize("k", [0, 3])
 @pytest.mark.parametrize("combiner,method", [("weighted", "jaya"), ("weighted", "de"), ("stacking", None)])
-def test_fold_safe_scores_never_fit_on_the_scored_folds_labels(good_and_noisy, combiner, method, k):
+def test_fold_safe_ensembles_never_fit_on_the_scored_folds_labels(good_and_noisy, combiner, method, k):
     P, y = good_and_noisy
     folds = np.arange(len(y)) % 4
     y2 = _relabel_fold_to_follow_model(P, y, folds, k=k, model=1)
-    kw = {"n_iter": 60} if combiner == "weighted" else {}
-    before = fold_safe_scores(P, y, folds, combiner=combiner, method=method, seed=0, **kw)
-    after = fold_safe_scores(P, y2, folds, combiner=combiner, method=method, seed=0, **kw)
+    members = ["m0", "m1", "m2"]
+    before = _safe(P, y, folds, combiner=combiner, method=method, members=members)
+    after = _safe(P, y2, folds, combiner=combiner, method=method, members=members)
     other = (k + 1) % 4
     np.testing.assert_array_equal(before["proba"][folds == k], after["proba"][folds == k])
     if combiner == "weighted":
-        np.testing.assert_array_equal(before["weights"][k], after["weights"][k])
+        assert before["per_fold"][k]["weights"] == after["per_fold"][k]["weights"]
         # The relabelled fold does move the weights fitted on it, so a leak would have shown above.
-        assert after["weights"][other][1] > before["weights"][other][1] + 0.05
+        assert after["per_fold"][other]["weights"][1] > before["per_fold"][other]["weights"][1] + 0.05
     else:
         assert not np.allclose(before["proba"][folds == other], after["proba"][folds == other])
+
+
+def _cheat_on_fold_zero(n_per_fold: int = 40, n_folds: int = 5, C: int = 4, seed: int = 3):
+    """m0 is right on every clip of fold 0 but on 55% of the others; m1 is right on 60% everywhere.
+
+    Ranked (or weighted) on the other folds, m1 wins for fold 0; ranked on all folds, m0 (60% + its perfect
+    fold) wins and fold 0 scores 100%: a leak that inflates exactly the fold being scored."""
+    rng = np.random.default_rng(seed)
+    n = n_per_fold * n_folds
+    y = rng.integers(0, C, n)
+    folds = np.repeat(np.arange(n_folds), n_per_fold)
+
+    def model(right: np.ndarray, confidence: float) -> np.ndarray:
+        wrong = (y + rng.integers(1, C, n)) % C
+        p = np.full((n, C), (1 - confidence) / (C - 1))
+        p[np.arange(n), np.where(right, y, wrong)] = confidence
+        return p
+
+    def exactly(share: dict[int, float]) -> np.ndarray:
+        right = np.zeros(n, bool)
+        for k in range(n_folds):
+            idx = np.flatnonzero(folds == k)
+            right[rng.choice(idx, round(share.get(k, share[-1]) * len(idx)), replace=False)] = True
+        return right
+
+    right0 = exactly({0: 1.0, -1: 0.55})
+    right1 = exactly({-1: 0.6})
+    return np.stack([model(right0, 0.9), model(right1, 0.6)]), y, folds
+
+
+def test_members_are_ranked_on_the_other_folds_only():
+    P, y, folds = _cheat_on_fold_zero()
+    overall = (P.argmax(2) == y).mean(axis=1)
+    assert overall[0] > overall[1]                       # on all folds the cheat looks best
+    res = _safe(P, y, folds, combiner="average", n_members=1)
+    assert res["per_fold"][0]["members"] == ["m1"]       # fold 0 is scored with the honest model
+    assert res["fold_accuracy"][0] < 0.8
+
+
+def test_weights_are_fitted_on_the_other_folds_only():
+    P, y, folds = _cheat_on_fold_zero()
+    res = _safe(P, y, folds, combiner="weighted", method="jaya", members=["m0", "m1"])
+    w0 = res["per_fold"][0]["weights"]
+    assert w0[1] > w0[0]                                 # fitted without fold 0, the cheat gets less weight
+    assert res["fold_accuracy"][0] < 0.8
 
 
 def test_optimistic_weights_overstate_what_fold_safe_scoring_finds_on_pure_noise():
@@ -155,11 +222,10 @@ def test_optimistic_weights_overstate_what_fold_safe_scoring_finds_on_pure_noise
     y = rng.integers(0, 10, 120)
     folds = np.arange(120) % 5
     _, optimistic, _ = optimistic_weights(P, y, "jaya", 0, n_iter=100)
-    safe = fold_safe_scores(P, y, folds, combiner="weighted", method="jaya", n_iter=100)
+    safe = _safe(P, y, folds, combiner="weighted", method="jaya", members=[f"m{i}" for i in range(6)])
     assert optimistic > (average(P).argmax(1) == y).mean()
     assert optimistic - safe["mean"] > 0.05
-    assert set(safe) >= {"fold_accuracy", "mean", "sem", "pooled_accuracy", "weights", "proba"}
-    assert len(safe["weights"]) == 5 and safe["proba"].shape == (120, 10)
+    assert len(safe["per_fold"]) == 5 and safe["proba"].shape == (120, 10)
 
 
 def _miscalibrated(seed: int = 0, n: int = 300, C: int = N_CLASSES):
@@ -177,8 +243,8 @@ def _miscalibrated(seed: int = 0, n: int = 300, C: int = N_CLASSES):
 def test_stacker_beats_average_when_a_model_is_systematically_off():
     P, y = _miscalibrated()
     folds = np.arange(len(y)) % 5
-    avg = fold_safe_scores(P, y, folds, combiner="average")
-    stack = fold_safe_scores(P, y, folds, combiner="stacking")
+    avg = _safe(P, y, folds, combiner="average", members=["m0", "m1"])
+    stack = _safe(P, y, folds, combiner="stacking", members=["m0", "m1"])
     assert avg["mean"] < 0.1
     assert stack["mean"] > 0.95
 
@@ -197,23 +263,21 @@ def test_stacker_follows_scikit_learn_conventions_and_pads_unseen_classes():
         stacker.predict_proba(P[:1])
 
 
-def test_fold_safe_scores_validates_its_inputs(good_and_noisy):
+def test_fold_safe_ensemble_validates_its_inputs(good_and_noisy):
     P, y = good_and_noisy
     folds = np.arange(len(y)) % 4
-    with pytest.raises(EnsembleError, match="method"):
-        fold_safe_scores(P, y, folds, combiner="weighted")
     with pytest.raises(EnsembleError, match="combiner"):
-        fold_safe_scores(P, y, folds, combiner="median")
-    with pytest.raises(EnsembleError, match="fold id per clip"):
-        fold_safe_scores(P, y, folds[:-1], combiner="average")
-    with pytest.raises(EnsembleError, match="two folds"):
-        fold_safe_scores(P, y, np.zeros_like(folds), combiner="stacking")
-    with pytest.raises(EnsembleError, match="shape"):
-        fold_safe_scores(P[0], y, folds, combiner="average")
+        _safe(P, y, folds, combiner="median")
+    # a hold-out split: no out-of-fold predictions on the training rows to fit a stacker on
+    test = np.flatnonzero(folds == 0)
+    probas = {f"m{i}": np.where((folds == 0)[:, None], p, np.nan) for i, p in enumerate(P)}
+    with pytest.raises(EnsembleError, match="out-of-fold"):
+        fold_safe_ensemble(probas, {m: m for m in probas}, y, [(np.flatnonzero(folds != 0), test)],
+                           combiner="stacking", n_members=2, method="jaya", seed=0)
 
 
 def test_select_members_mixes_views_then_families_and_breaks_ties_by_log_loss_not_arrival_order():
-    from tasks.ensemble_cv import _log_loss, select_members
+    from tasks.evaluation.ensemble_cv import _log_loss, select_members
 
     family = {"svm": "classical", "logreg": "classical", "rf": "classical", "cnn": "cnn2d", "mlp": "mlp"}
     acc = {"svm": 0.92, "logreg": 0.90, "rf": 0.90, "cnn": 0.89, "mlp": 0.70}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.naive_bayes import GaussianNB
 
-from tasks.evaluate import cross_validate, predict_proba, training_set
+from tasks.evaluation.cv import cross_validate, predict_proba, training_set
 from tasks.models.classical import CLASSICAL, make_classical
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from tasks import features as F
 from tasks.errors import SoundflowError
+from tasks.features import representations as F
 
 
 def _sine(freq_hz: float, sr: int, duration_s: float = 5.0, amp: float = 0.5) -> np.ndarray:

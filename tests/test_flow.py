@@ -1,5 +1,4 @@
 """The case-study flow end to end on a small real ESC-10 subset, read back from MLflow."""
-import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -84,7 +83,7 @@ def test_failing_flow_marks_mlflow_run_failed(prefect_harness, esc10_dir):
     # Valid parameters, but the 1D CNN cannot be built (kernel 0): the training task fails in a pool worker.
     params = preset("smoke", source=str(esc10_dir), experiment="test-flow-fail", models=["cnn1d_shallow_k3"],
                     augmented=[], hyper={"cnn1d_shallow_k3": {"epochs": 1, "kernel": 0}})
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         case_study(params)
     c = MlflowClient(config.tracking_uri())
     exp = c.get_experiment_by_name("test-flow-fail")

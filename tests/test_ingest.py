@@ -15,11 +15,21 @@ import pytest
 import soundfile as sf
 from prefect.states import Failed
 
-from tasks.audio import load_audio
 from tasks.config import BOOK_CLASSES
+from tasks.data.audio import load_audio
+from tasks.data.ingest import (
+    MANIFEST_COLUMNS,
+    _retry_on_io,
+    build_manifest,
+    detect_layout,
+    download,
+    fetch_dataset,
+    ingest,
+    read_manifest,
+    resolve_source,
+    scan,
+)
 from tasks.errors import DatasetError, DownloadError
-from tasks.ingest import (MANIFEST_COLUMNS, _retry_on_io, build_manifest, detect_layout, download,
-                          fetch_dataset, ingest, read_manifest, resolve_source, scan)
 
 SR = 8000
 # A few ESC-50 categories outside ESC-10, with their ESC-50 targets.
@@ -421,12 +431,12 @@ def test_download_truncated_keeps_part_for_resume(tmp_path, server):
 def test_download_logs_progress(tmp_path, server, caplog):
     blob = np.random.default_rng(6).bytes(4 << 20)
     server.files["/big.bin"] = blob
-    with caplog.at_level("INFO", logger="tasks.ingest"):
+    with caplog.at_level("INFO", logger="tasks.data.ingest"):
         download(server.url + "/big.bin", tmp_path / "big.bin")
     lines = [r.getMessage() for r in caplog.records if "download" in r.getMessage()]
     assert 3 <= len(lines) <= 11 and "100%" in lines[-1]
     caplog.clear()
-    with caplog.at_level("INFO", logger="tasks.ingest"):
+    with caplog.at_level("INFO", logger="tasks.data.ingest"):
         download(server.url + "/big.bin", tmp_path / "again.bin", progress=False)
     assert not [r for r in caplog.records if "download" in r.getMessage()]
 

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tasks import registry, serving, tracking
 from tasks.errors import SoundflowError
-from tasks.features import compute
+from tasks.features.representations import compute
 from tasks.models.classical import make_classical
+from tasks.tracking import pyfunc as serving
+from tasks.tracking import registry
+from tasks.tracking import runs as tracking
 
 SR = 22050
 CLASSES = ["low", "high", "noise"]

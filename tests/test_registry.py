@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tasks import registry, serving, tracking
-from tasks.audio import load_audio, probe
-from tasks.features import compute
-from tasks.ingest import scan
-from tasks.split import make_splits
+from tasks.data.audio import load_audio, probe
+from tasks.data.ingest import scan
+from tasks.data.split import make_splits
+from tasks.features.representations import compute
+from tasks.tracking import pyfunc as serving
+from tasks.tracking import registry
+from tasks.tracking import runs as tracking
 
 SR = 22050
 PER_CLASS = 3

@@ -1,5 +1,5 @@
 """The report's tables: results ordering and the book's Table 12-1 layout."""
-from tasks.report import cnn1d_grid, markdown_table, results_frame
+from tasks.tracking.report import cnn1d_grid, markdown_table, results_frame
 
 
 def _result(name, acc, family="cnn1d", features="raw", augmented=False):

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.data.split import check_no_leak, make_splits, subset_rows
 from tasks.errors import DatasetError
-from tasks.split import check_no_leak, make_splits, subset_rows
 
 
 def _manifest(n_classes=4, per_class=20, folds=5, seed=0):

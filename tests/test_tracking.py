@@ -1,6 +1,6 @@
 import pytest
 
-from tasks import tracking
+from tasks.tracking import runs as tracking
 
 
 def test_flatten_nested_params():

@@ -104,6 +104,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
     - spec_augment: None or dict(freq_masks, freq_width, time_masks, time_width) (widths in bins/
       frames); masked values are set to 0 (the mean, once standardized). Training batches only.
     - mixup_alpha: Beta(alpha, alpha) mixing of training pairs; 0 turns it off.
+    - random_crop_frac: train on random crops of this fraction of the input's frames (0: no crops), so the
+      crop follows the window length; random_crop_frames, if set, fixes the crop in frames instead.
     - random_crop_frames: None, or train on random crops of that many frames; predict then averages
       the softmax over `predict_crops` evenly spaced crops, or (predict_crops=0) runs the full input,
       which needs a net without Flatten (cnn2d_logmel, built with a variable-length time axis).
@@ -113,7 +115,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
                  batch_size: int = 16, learning_rate: float = 1e-3, schedule: str = "cosine",
                  warmup_frac: float = 0.05, seed: int = 0, validation: float = 0.0,
                  standardize: bool = True, spec_augment: dict | None = None, mixup_alpha: float = 0.0,
-                 random_crop_frames: int | None = None, predict_crops: int = 5, verbose: int = 0):
+                 random_crop_frames: int | None = None, random_crop_frac: float = 0.0, predict_crops: int = 5,
+                 verbose: int = 0):
         self.arch = arch
         self.hyper = hyper
         self.epochs = epochs
@@ -127,6 +130,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         self.spec_augment = spec_augment
         self.mixup_alpha = mixup_alpha
         self.random_crop_frames = random_crop_frames
+        self.random_crop_frac = random_crop_frac
         self.predict_crops = predict_crops
         self.verbose = verbose
 
@@ -174,6 +178,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(self.seed))
         tf.config.experimental.enable_op_determinism()
+        self.crop_frames_ = self._crop_size(X.shape[1:])
         self.input_shape_ = self._model_input_shape(X.shape[1:])
         with _own_layer_seeds(int(self.seed)):
             model = build_model(self.arch, self.input_shape_, n_classes, **(self.hyper or {}))
@@ -184,7 +189,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         val_data = None
         if len(val_idx):
             x_val = self._scale(X[val_idx])
-            if self.random_crop_frames:
+            if self.crop_frames_:
                 x_val = self._crops(x_val, 1)[0]
             y_val = np.eye(n_classes, dtype=np.float32)[y_idx[val_idx]]
             val_data = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(max(self.batch_size, 64))
@@ -228,7 +233,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
     def _augment_fn(self, sample_ndim: int):
         time_axis = self._time_axis(sample_ndim) + 1
         freq_axis = 1 if sample_ndim == 3 else None
-        crop = self.random_crop_frames
+        crop = self.crop_frames_
         spec = None if self.spec_augment is None else {**_SPEC_AUGMENT_DEFAULTS, **self.spec_augment}
         alpha = float(self.mixup_alpha)
         seed = int(self.seed)
@@ -259,7 +264,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         X = self._scale(self._as_model_input(np.asarray(X, dtype=np.float32)))
         batch = max(self.batch_size, 64)
-        if self.random_crop_frames and self.predict_crops:
+        if self.crop_frames_ and self.predict_crops:
             crops = self._crops(X, self.predict_crops)
             probs = self.model_.predict(np.concatenate(crops), batch_size=batch, verbose=0)
             return probs.reshape(len(crops), len(X), -1).mean(axis=0).astype(np.float32)
@@ -281,6 +286,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         self.model_.save(path)
         state = {"params": self.get_params(), "classes": self.classes_.tolist(),
                  "mean": self.mean_, "std": self.std_, "input_shape": list(self.input_shape_),
+                 "crop_frames": self.crop_frames_,
                  "history": self.history_, "n_params": self.n_params_, "fit_seconds": self.fit_seconds_}
         path.with_suffix(".json").write_text(json.dumps(state, indent=2))
         return path
@@ -298,6 +304,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         est.classes_ = np.asarray(state["classes"])
         est.mean_, est.std_ = state["mean"], state["std"]
         est.input_shape_ = tuple(state["input_shape"])
+        est.crop_frames_ = state.get("crop_frames", est.random_crop_frames)
         est.history_, est.n_params_, est.fit_seconds_ = state["history"], state["n_params"], state["fit_seconds"]
         return est
 
@@ -315,23 +322,38 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
     def _time_axis(sample_ndim: int) -> int:
         return 1 if sample_ndim == 3 else 0
 
+    def _crop_size(self, sample_shape: tuple) -> int | None:
+        """Frames per training crop: random_crop_frames, else random_crop_frac of the input's frames."""
+        if not (self.random_crop_frames or self.random_crop_frac) or self.arch == "mlp":
+            return None
+        frames = sample_shape[self._time_axis(len(sample_shape))]
+        if self.random_crop_frames:
+            if self.random_crop_frames > frames:
+                raise ValueError(f"random_crop_frames={self.random_crop_frames} exceeds the input's "
+                                 f"{frames} frames; lower it or use a longer --window-s")
+            return int(self.random_crop_frames)
+        if not 0 < self.random_crop_frac <= 1:
+            raise ValueError(f"random_crop_frac must be in (0, 1], got {self.random_crop_frac}")
+        size = int(round(self.random_crop_frac * frames))
+        if size < 8:
+            raise ValueError(f"random_crop_frac={self.random_crop_frac} of {frames} frames leaves {size}: "
+                             "use a longer --window-s or a smaller hop_length")
+        return size
+
     def _model_input_shape(self, sample_shape: tuple) -> tuple:
-        if not self.random_crop_frames:
+        if not self.crop_frames_:
             return tuple(sample_shape)
         axis = self._time_axis(len(sample_shape))
-        if self.random_crop_frames > sample_shape[axis]:
-            raise ValueError(f"random_crop_frames={self.random_crop_frames} exceeds the input's "
-                             f"{sample_shape[axis]} frames; lower it or pad the input")
         shape = list(sample_shape)
-        shape[axis] = None if self.predict_crops == 0 else self.random_crop_frames
+        shape[axis] = None if self.predict_crops == 0 else self.crop_frames_
         return tuple(shape)
 
     def _crops(self, X: np.ndarray, n_crops: int) -> list[np.ndarray]:
         """`n_crops` evenly spaced crops of random_crop_frames along the time axis (one = centre)."""
         axis = self._time_axis(X.ndim - 1) + 1
-        length, size = X.shape[axis], self.random_crop_frames
+        length, size = X.shape[axis], self.crop_frames_
         if size > length:
-            raise ValueError(f"input has {length} frames, fewer than random_crop_frames={size}")
+            raise ValueError(f"input has {length} frames, fewer than the training crop of {size}")
         starts = [(length - size) // 2] if n_crops == 1 else np.linspace(0, length - size, n_crops).round().astype(int)
         return [np.take(X, np.arange(s, s + size), axis=axis) for s in starts]
 

@@ -18,8 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from threadpoolctl import threadpool_limits
 
 from tasks.cache import atomic_path, digest, file_key
-from tasks.logs import run_logger
 from tasks.errors import SoundflowError
+from tasks.logs import run_logger
 
 # Bump when a representation changes, so old cached feature files are not reused.
 _CACHE_VERSION = 1

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from tasks.errors import SoundflowError
-from tasks.optimizers import OPTIMIZERS, maximize
+from tasks.evaluation.optimizers import OPTIMIZERS, maximize
 
 COMBINERS = ("average", "maximum", "vote", "weighted", "stacking")
 WEIGHT_METHODS = OPTIMIZERS + ("proportional",)
@@ -157,49 +157,3 @@ def search_weights(P, y, *, method: str, n_particles: int = 20, n_iter: int = 20
 def optimistic_weights(P, y, method: str = "jaya", seed: int = 0, **kw) -> tuple[np.ndarray, float, list[float]]:
     """The book's variant: weights tuned on the very clips they are scored on, so the score is optimistic."""
     return search_weights(P, y, method=method, seed=seed, **kw)
-
-
-def fold_safe_scores(P, y, folds, *, combiner: str, method: str | None = None, seed: int = 0, **kw) -> dict:
-    """Score an ensemble per fold, fitting weights or a stacker only on the other folds' out-of-fold clips.
-
-    kw goes to search_weights (n_particles, n_iter, objective) or to Stacker (C, log, max_iter).
-    Returns fold ids, per-fold accuracy, their mean and standard error, pooled accuracy,
-    the per-fold weights (weighted combiner only) and the assembled (n, C) probabilities.
-    """
-    P, y = _check(P, y)
-    folds = np.asarray(folds)
-    if folds.shape != y.shape:
-        raise EnsembleError(f"folds must give one fold id per clip ({y.shape}), got {folds.shape}")
-    if combiner not in COMBINERS:
-        raise EnsembleError(f"unknown combiner {combiner!r}; choose one of {', '.join(COMBINERS)}")
-    if combiner == "weighted" and method not in WEIGHT_METHODS:
-        raise EnsembleError(f"combiner='weighted' needs method= one of {', '.join(WEIGHT_METHODS)}")
-    fold_ids = np.unique(folds)
-    if combiner in ("weighted", "stacking") and len(fold_ids) < 2:
-        raise EnsembleError("fitting a combiner leakage-free needs at least two folds")
-    fixed = {"average": average, "maximum": maximum, "vote": vote}
-    proba = np.zeros(P.shape[1:])
-    accuracies, weights = [], []
-    for k in fold_ids:
-        test, train = folds == k, folds != k
-        if combiner in fixed:
-            proba[test] = fixed[combiner](P[:, test])
-        elif combiner == "weighted":
-            w, _, _ = search_weights(P[:, train], y[train], method=method, seed=seed, **kw)
-            weights.append(w)
-            proba[test] = weighted(P[:, test], w)
-        else:
-            proba[test] = Stacker(**kw).fit(P[:, train], y[train]).predict_proba(P[:, test])
-        accuracies.append(float((proba[test].argmax(axis=1) == y[test]).mean()))
-    acc = np.asarray(accuracies)
-    return {
-        "combiner": combiner,
-        "method": method,
-        "folds": fold_ids.tolist(),
-        "fold_accuracy": accuracies,
-        "mean": float(acc.mean()),
-        "sem": float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float("nan"),
-        "pooled_accuracy": float((proba.argmax(axis=1) == y).mean()),
-        "weights": weights if combiner == "weighted" else None,
-        "proba": proba,
-    }

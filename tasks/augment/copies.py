@@ -14,13 +14,21 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.augment_ops import (  # noqa: F401 (re-exported: the public augmentation API lives here too)
-    AugmentParams, add_noise, apply, augment_clip, copy_seed, draw, keep_freed_memory, shift,
-    stretch_and_shift_pitch, write_rows,
+from tasks.augment.ops import (  # noqa: F401 (re-exported: the public augmentation API lives here too)
+    AugmentParams,
+    add_noise,
+    apply,
+    augment_clip,
+    copy_seed,
+    draw,
+    keep_freed_memory,
+    shift,
+    stretch_and_shift_pitch,
+    write_rows,
 )
 from tasks.cache import digest, file_key
-from tasks.logs import run_logger
 from tasks.errors import SoundflowError
+from tasks.logs import run_logger
 
 # Bump when the transforms change, so old cached augmentations are not reused.
 _CACHE_VERSION = 1
@@ -92,7 +100,7 @@ def _run_rows(clips: np.ndarray, todo: list[int], keys: list[int], partial: Path
             yield from write_rows(*job([queue.popleft()]))
         return
     # Workers take chunks from the front; this process takes single clips from the back meanwhile, so the time
-    # a worker needs to start (importing tasks.augment_ops and, as spawn does, the __main__ script) is not lost.
+    # a worker needs to start (importing tasks.augment.ops and, as spawn does, the __main__ script) is not lost.
     # spawn, because fork is unsafe under Prefect's threads.
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=keep_freed_memory)
@@ -132,7 +140,7 @@ def augment_file(clips_path: str | Path, sr: int, params: AugmentParams, seed: i
 
 def manifest_clip_keys(manifest_path: str | Path) -> list[int]:
     """One stable key per clip, in clip-array order: the first 32 bits of each file's SHA-256."""
-    from tasks.ingest import read_manifest  # pandas only where a manifest is read
+    from tasks.data.ingest import read_manifest  # pandas only where a manifest is read
 
     return [int(sha[:8], 16) for sha in read_manifest(manifest_path)["sha256"]]
 

@@ -23,7 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.logs import run_logger
-from tasks.audio import load_checked
+from tasks.data.audio import load_checked
 from tasks.cache import atomic_path, digest, file_sha256
 from tasks.config import BOOK_CLASSES, ESC10_FOLDERS, ESC50_URL
 from tasks.errors import DatasetError, DownloadError

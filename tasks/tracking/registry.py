@@ -12,14 +12,14 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.logs import run_logger
 from tasks.cache import digest
-from tasks.evaluate import training_set
-from tasks.features import resolved_opts
+from tasks.evaluation.cv import training_set
+from tasks.evaluation.train import class_names
+from tasks.features.representations import resolved_opts
+from tasks.logs import run_logger
 from tasks.models import catalog
-from tasks.serving import log_audio_model
-from tasks.train import class_names
+from tasks.tracking import runs as tracking
+from tasks.tracking.pyfunc import log_audio_model
 
 ALIAS = "champion"
 TAG_ACCURACY = "cv_accuracy_mean"

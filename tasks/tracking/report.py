@@ -7,8 +7,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import config, tracking
 from tasks.cache import save_text
+from tasks.tracking import runs as tracking
 
 # The book's summary (Table 12-3, ESC-10, its own protocol) for side-by-side reading.
 BOOK_TABLE_12_3 = {"gaussian_nb/raw": 28.1, "rf1000/raw": 34.4, "cnn1d": 50.5, "cnn2d_book": 75.5,
@@ -70,9 +70,9 @@ def cnn1d_grid(frame: pd.DataFrame) -> pd.DataFrame | None:
 @task(cache_policy=NO_CACHE)
 def spectrogram_examples_task(clips_path: str, manifest_path: str, sr: int, parent_id: str, per_class: int = 3) -> None:
     """The book's Figure 12-5: spectrogram images of a few clips per class, logged on the parent run."""
-    from tasks.features import compute, example_grid
-    from tasks.ingest import read_manifest
-    from tasks.train import class_names
+    from tasks.data.ingest import read_manifest
+    from tasks.evaluation.train import class_names
+    from tasks.features.representations import compute, example_grid
 
     manifest = read_manifest(manifest_path)
     rows = manifest.groupby("class_id", sort=True).head(per_class).index.to_numpy()

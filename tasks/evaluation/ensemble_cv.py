@@ -8,13 +8,23 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.ingest import read_manifest
 from tasks.cache import save_npy
-from tasks.ensemble import Stacker, average, maximum, optimistic_weights, search_weights, vote, weighted
-from tasks.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
-from tasks.split import load_splits
-from tasks.train import class_names
+from tasks.data.ingest import read_manifest
+from tasks.data.split import load_splits
+from tasks.evaluation.ensembles import (
+    COMBINERS,
+    EnsembleError,
+    Stacker,
+    average,
+    maximum,
+    optimistic_weights,
+    search_weights,
+    vote,
+    weighted,
+)
+from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
+from tasks.evaluation.train import class_names
+from tasks.tracking import runs as tracking
 
 FIXED = {"average": average, "maximum": maximum, "vote": vote}
 
@@ -52,13 +62,15 @@ def combine(combiner: str, P_train, y_train, P_test, *, method: str, seed: int) 
         return weighted(P_test, w), w
     if combiner == "stacking":
         return Stacker().fit(P_train, y_train).predict_proba(P_test), None
-    raise ValueError(f"unknown ensemble combiner {combiner!r}")
+    raise EnsembleError(f"unknown ensemble combiner {combiner!r}; choose one of {', '.join(COMBINERS)}")
 
 
 def fold_safe_ensemble(probas: dict[str, np.ndarray], family: dict[str, str], y: np.ndarray, splits, *,
                        combiner: str, n_members: int, method: str, seed: int, fixed_members: list[str] | None = None,
                        view: dict[str, str] | None = None) -> dict:
     """Out-of-fold ensemble probabilities; for fold k, members and weights come from folds != k only."""
+    if combiner not in COMBINERS:
+        raise EnsembleError(f"unknown ensemble combiner {combiner!r}; choose one of {', '.join(COMBINERS)}")
     n_classes = next(iter(probas.values())).shape[1]
     out = np.full((len(y), n_classes), np.nan)
     per_fold = []
@@ -72,7 +84,7 @@ def fold_safe_ensemble(probas: dict[str, np.ndarray], family: dict[str, str], y:
             members = select_members(acc, family, n_members, loss, view)
         P = np.stack([probas[m] for m in members])
         if len(train) == 0 and combiner not in FIXED:
-            raise ValueError(f"{combiner} needs out-of-fold training predictions; this split has none (use k-fold)")
+            raise EnsembleError(f"{combiner} needs out-of-fold training predictions; this split has none (use k-fold)")
         out[test], w = combine(combiner, P[:, train], y[train], P[:, test], method=method, seed=seed)
         per_fold.append({"members": members, "weights": None if w is None else [round(float(x), 4) for x in w]})
     return {"proba": out, "per_fold": per_fold}

@@ -10,13 +10,13 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import tracking
-from tasks.ingest import read_manifest
 from tasks.cache import digest, save_json, save_npy
-from tasks.evaluate import cross_validate
-from tasks.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
+from tasks.data.ingest import read_manifest
+from tasks.data.split import load_splits
+from tasks.evaluation.cv import cross_validate
+from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
 from tasks.models import catalog
-from tasks.split import load_splits
+from tasks.tracking import runs as tracking
 
 
 def run_name(model: str, features: str, augmented: bool, repeat: int | None = None) -> str:
@@ -55,7 +55,7 @@ def _log_keras_fold(run_id: str, est, X_example: np.ndarray) -> None:
 
     tracking.log_figure(run_id, learning_curve_figure(est.history_), "learning_curve.png")
     x = est._scale(est._as_model_input(np.asarray(X_example, dtype=np.float32)))
-    if est.random_crop_frames and est.predict_crops:
+    if est.crop_frames_ and est.predict_crops:
         x = est._crops(x, 1)[0]                     # the network sees one crop at a time
     tracking.log_keras_model(run_id, est.model_, x)
 

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedGroupKFold
 
-from tasks.ingest import read_manifest
+from tasks.data.ingest import read_manifest
 from tasks.cache import save_json
 from tasks.errors import DatasetError
 

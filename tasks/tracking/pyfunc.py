@@ -37,7 +37,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 from tasks.config import stage_dir, tracking_uri
-from tasks.audio import SILENCE_PEAK, fix_length, load_audio
+from tasks.data.audio import SILENCE_PEAK, fix_length, load_audio
 from tasks.errors import AudioDecodeError, SoundflowError
 
 CONFIG_FILE = "config.json"
@@ -57,8 +57,8 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.config = json.loads(Path(context.artifacts["config"]).read_text())
         self.estimator = _load_estimator(Path(context.artifacts["estimator"]), self.config)
-        import tasks.evaluate  # noqa: F401  (bind the code predict needs while the model folder is at hand)
-        import tasks.features  # noqa: F401
+        import tasks.evaluation.cv  # noqa: F401  (bind the code predict needs while the model folder is at hand)
+        import tasks.features.representations  # noqa: F401
 
     def __getstate__(self) -> dict:
         # The estimator travels as an artifact (joblib or .keras), never inside the pickled python_model.
@@ -92,8 +92,8 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         return result_frame(proba, names, errors, n_windows)
 
     def _window_proba(self, clips: np.ndarray, *, sr: int, n_classes: int) -> np.ndarray:
-        from tasks.evaluate import predict_proba
-        from tasks.features import compute
+        from tasks.evaluation.cv import predict_proba
+        from tasks.features.representations import compute
 
         X = compute(self.config["features"], clips, sr, n_jobs=1, **(self.config.get("feature_opts") or {}))
         return predict_proba(self.estimator, np.asarray(X), n_classes)

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 
 from tasks import config
-from tasks.ingest import read_manifest
+from tasks.data.ingest import read_manifest
 
 MAX_PARAM_LEN = 6000
 _SAVE_LOCK = threading.Lock()
