@@ -28,7 +28,8 @@ def main() -> None:
     import numpy as np
     from prefect.logging import disable_run_logger
 
-    from tasks.data.ingest import build_manifest, read_manifest
+    from tasks.data.ingest import build
+    from tasks.data.manifest import read_manifest
     from tasks.data.split import make_splits
     from tasks.evaluation.cv import cross_validate
     from tasks.features.representations import features_file
@@ -45,14 +46,15 @@ def main() -> None:
 
     interim, feats = tmp / "data" / "interim", tmp / "data" / "features"
     with disable_run_logger():
-        man, clips, _ = timed("ingest_cold_s", lambda: build_manifest(Path(args.source), dataset="esc10", sr=22050, out_dir=interim))
-        timed("ingest_warm_s", lambda: build_manifest(Path(args.source), dataset="esc10", sr=22050, out_dir=interim))
+        data = timed("ingest_cold_s", lambda: build(Path(args.source), dataset="esc10", sr=22050, out_dir=interim))
+        timed("ingest_warm_s", lambda: build(Path(args.source), dataset="esc10", sr=22050, out_dir=interim))
+        man, clips = data["manifest"], data["clips"]
         paths = {}
         for kind in ("raw", "engineered"):
             paths[kind] = timed(f"features_{kind}_cold_s", lambda kind=kind: features_file(clips, kind, 22050, {}, feats))
             timed(f"features_{kind}_warm_s", lambda kind=kind: features_file(clips, kind, 22050, {}, feats))
     m = read_manifest(man)
-    y, groups = m["class_id"].to_numpy(), m["source_id"].to_numpy()
+    y, groups = m["class_id"].to_numpy(), m["group"].to_numpy()
     splits = make_splits(m, scheme="official")
     for model in args.models.split(","):
         for kind in ("raw", "engineered"):

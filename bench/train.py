@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tasks.cache import digest, save_json  # noqa: E402
-from tasks.config import BOOK_CLASSES, ESC10_FOLDERS, SHARED_ESC10, stage_dir  # noqa: E402
+from tasks.config import SHARED_ESC10, stage_dir  # noqa: E402
+from tasks.data.layouts.esc10 import BOOK_CLASSES  # noqa: E402
+from tasks.data.layouts.esc10 import FOLDERS as ESC10_FOLDERS  # noqa: E402
 
 SR = 22_050
 CLIP_S = 5.0

@@ -1,4 +1,4 @@
-"""The ESC-10 case study as one Prefect flow: it only composes the tasks in tasks/."""
+"""The case study (ESC-10 by default, any dataset layout) as one Prefect flow: it only composes the tasks in tasks/."""
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
@@ -7,13 +7,14 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from flows.params import CaseStudyParams
 from tasks import config
 from tasks.augment.copies import augment_task
-from tasks.data.ingest import fetch_dataset, ingest
+from tasks.data.ingest import ingest
+from tasks.data.sources import fetch_dataset
 from tasks.data.split import split_task, subset_task
 from tasks.evaluation.ensemble_cv import ensemble_task
 from tasks.evaluation.train import init_worker, longest_first, plan, train_task
 from tasks.features.representations import features_task
 from tasks.tracking.registry import best_single, register_task
-from tasks.tracking.report import report_task, spectrogram_examples_task
+from tasks.tracking.report import dataset_summary_task, report_task, spectrogram_examples_task
 from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run
 
 
@@ -36,11 +37,13 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     log = get_run_logger()
     data_dir = str(config.data_dir())
     root = fetch_dataset(params.source, data_dir)
-    data = ingest(root, params.dataset, params.sample_rate, params.duration_s, data_dir, params.n_jobs)
+    data = ingest(root, params.dataset, params.sample_rate, params.window_s, params.hop_s, params.min_duration_s,
+                  params.group_pattern, data_dir, params.n_jobs)
     if params.clips_per_class_fold:
         data = subset_task(data, params.clips_per_class_fold, str(config.stage_dir("interim")))
-    experiment = params.experiment or f"soundflow-{params.dataset}"
-    exp_id, parent_id = open_parent_run(experiment, params.model_dump(), data["manifest"], data["digest"])
+    experiment = params.experiment or f"soundflow-{data['name']}"
+    exp_id, parent_id = open_parent_run(experiment, params.model_dump(), data)
+    n_classes = dataset_summary_task(data, parent_id)
     splits = split_task(data["manifest"], params.split, params.k, params.seed,
                         str(config.stage_dir("interim") / f"splits-{data['digest']}-{params.split}-{params.k}-{params.seed}.json"))
 
@@ -70,10 +73,11 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
                                  method=params.optimizer, seed=params.seed, experiment_id=exp_id, parent_id=parent_id,
                                  results_dir=results_dir)
     spectrogram_examples_task(data["clips"], data["manifest"], params.sample_rate, parent_id)
-    report_task(results, parent_id, str(config.stage_dir("reports")))
+    report_task(results, parent_id, str(config.stage_dir("reports")), n_classes)
     champion = None
     if params.register_champion:
-        champion = register_task(best_single(results), inputs, params.model_dump(), exp_id, parent_id)
+        champion = register_task(best_single(results), inputs, {**params.model_dump(), "dataset_name": data["name"]},
+                                 exp_id, parent_id)
     end_run(parent_id, "FINISHED")
     best = max(results, key=lambda r: r["cv_accuracy_mean"])
     return {"parent_run_id": parent_id, "experiment_id": exp_id, "best": best["name"],

@@ -60,8 +60,24 @@ def _load_args_file(args) -> dict[str, Any]:
     return {}
 
 
+def inspect_dataset(params) -> str:
+    """Ingest (or reuse) the dataset as a run would, and return its summary as markdown."""
+    from tasks import config
+    from tasks.data.ingest import build, dataset_info
+    from tasks.data.inspect import summarize, summary_markdown
+    from tasks.data.manifest import read_manifest, read_rejected
+    from tasks.data.sources import resolve_source
+
+    root = resolve_source(params.source, raw_dir=config.stage_dir("raw"))
+    data = build(root, dataset=params.dataset, group_pattern=params.group_pattern, sr=params.sample_rate,
+                 window_s=params.window_s, hop_s=params.hop_s, min_duration_s=params.min_duration_s,
+                 out_dir=config.stage_dir("interim"), n_jobs=params.n_jobs)
+    summary = summarize(read_manifest(data["manifest"]), read_rejected(data["rejected"]), dataset_info(data))
+    return summary_markdown(summary)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from flows.params import PRESETS
+    from flows.params import PRESETS, CaseStudyParams
 
     parser = argparse.ArgumentParser(prog="soundflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,8 +92,16 @@ def main(argv: list[str] | None = None) -> int:
 
     pred = sub.add_parser("predict", help="classify audio files with the registered champion model")
     pred.add_argument("files", nargs="+", help="audio files (wav, ogg, flac, mp3; any rate and length)")
-    pred.add_argument("--model", default=None, help="registered model name (default: soundflow-esc10)")
+    pred.add_argument("--model", default=None, help="registered model name, e.g. soundflow-esc10 (default: the "
+                      "soundflow model whose champion was registered last)")
     pred.add_argument("--alias", default="champion")
+
+    insp = sub.add_parser("inspect", help="what the pipeline would use of a dataset (classes, folds, groups, durations, "
+                          "rejected files), without training")
+    insp.add_argument("source", help="dataset folder, CSV manifest or .zip")
+    for name in ("dataset", "group_pattern", "window_s", "hop_s", "min_duration_s", "sample_rate"):
+        field = CaseStudyParams.model_fields[name]
+        insp.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=field.description)
 
     serve = sub.add_parser("serve", help="serve the case study as a scheduled Prefect deployment (needs a Prefect server)")
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule [default: nightly 02:00]")
@@ -98,6 +122,18 @@ def main(argv: list[str] | None = None) -> int:
 
         result = case_study(params)
         print(json.dumps(result, indent=2, default=str))
+        return 0
+    if args.command == "inspect":
+        from flows.params import CaseStudyParams as Params
+        from tasks.errors import SoundflowError
+
+        params = Params(source=args.source, **{k: v for k, v in vars(args).items()
+                                              if k in Params.model_fields and k != "source" and v is not None})
+        try:
+            print(inspect_dataset(params), end="")
+        except SoundflowError as exc:
+            print(f"soundflow inspect: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "predict":
         from flows.predict import predict

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.augment.copies import AugmentParams
 from tasks.models.classical import BOOK_SUITE
@@ -13,14 +13,18 @@ class CaseStudyParams(BaseModel):
     """Everything a case-study run depends on; MLflow logs it flat on the parent run."""
 
     preset: str = Field("default", description="name of the preset these values started from (informational)")
-    source: str | None = Field(None, description="dataset folder, .zip or URL; default: data/raw, else download ESC-50")
-    dataset: Literal["esc10", "esc50", "folders"] = Field("esc10", description="which layout/subset to ingest")
-    experiment: str | None = Field(None, description="MLflow experiment (default: soundflow-<dataset>)")
-    split: Literal["official", "group_kfold", "book_holdout"] = Field("official", description="official folds, StratifiedGroupKFold by source, or the book's 8-per-class hold-out")
+    source: str | None = Field(None, description="dataset folder, CSV manifest, .zip or URL; default: download ESC-50 and keep ESC-10")
+    dataset: Literal["auto", "esc10", "esc50", "urbansound8k", "folders", "csv"] = Field("auto", description="layout to read: auto detects it (esc10 with no source); esc10 on an ESC-50 folder takes its ESC-10 subset")
+    group_pattern: str | None = Field(None, description="folders layout: regex whose first capture group, matched against the file name, is the group (speaker, source recording)")
+    window_s: float = Field(5.0, gt=0, le=600, description="segment length in seconds: longer recordings are cut into windows, shorter ones zero-padded")
+    hop_s: float | None = Field(None, gt=0, le=600, description="hop between windows of a long recording (default: window_s, no overlap)")
+    min_duration_s: float = Field(0.0, ge=0, description="recordings shorter than this are rejected (listed in the rejected-files report)")
+    experiment: str | None = Field(None, description="MLflow experiment (default: soundflow-<dataset name>)")
+    split: Literal["auto", "official", "group_kfold", "book_holdout"] = Field("auto", description="auto: the dataset's own folds if it has them, else StratifiedGroupKFold by group; or official, group_kfold, the book's 8-per-class hold-out")
     k: int = Field(5, ge=2, le=20, description="folds for group_kfold")
     seed: int = Field(0, ge=0, description="seed of every random step (splits, augmentation, models)")
     sample_rate: int = Field(22050, ge=8000, le=96000, description="working sample rate in Hz")
-    duration_s: float = Field(5.0, gt=0, le=60, description="clips are padded/trimmed to this length")
+    duration_s: float | None = Field(None, gt=0, le=600, description="old name of window_s (sets it when given)")
     clips_per_class_fold: int | None = Field(None, ge=1, description="keep only this many clips per class and fold (quick runs)")
     features: list[str] = Field(["raw", "engineered"], description="representations for the models that accept them")
     feature_opts: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per representation, e.g. {'logmel': {'hop_length': 1024}} (see tasks/features.py)")
@@ -36,6 +40,14 @@ class CaseStudyParams(BaseModel):
     register_champion: bool = Field(True, description="refit the best configuration on all data and register it as champion if it wins")
     n_jobs: int = Field(2, ge=1, le=64, description="parallel model fits / worker processes")
     reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
+
+    @model_validator(mode="after")
+    def _window_and_default_dataset(self) -> "CaseStudyParams":
+        if self.duration_s is not None:
+            self.window_s, self.duration_s = self.duration_s, None
+        if self.source is None and self.dataset == "auto":
+            self.dataset = "esc10"   # the default download is ESC-50; the case study is its ESC-10 subset
+        return self
 
     @field_validator("models")
     @classmethod

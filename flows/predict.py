@@ -5,10 +5,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.tracking.registry import ALIAS
-from tasks.tracking.registry import model_name as registered_name
-
-DEFAULT_MODEL = registered_name("esc10")
+from tasks.tracking.registry import ALIAS, default_model_name
 
 
 @task(cache_policy=NO_CACHE)
@@ -31,6 +28,7 @@ def classify_task(files: list[str], model_uri: str) -> list[dict]:
     for file, rec in zip(files, frame.to_dict("records")):
         row = {"file": str(file), **{k: (None if _missing(v) else v) for k, v in rec.items()}}
         row["error"] = row.get("error") or None
+        row["warning"] = row.get("warning") or None
         rows.append(row)
     return rows
 
@@ -40,16 +38,17 @@ def _missing(value) -> bool:
 
 
 def format_row(row: dict) -> str:
-    """file<TAB>label<TAB>probability, or file<TAB>ERROR<TAB>reason."""
+    """file<TAB>label<TAB>probability[<TAB>warning], or file<TAB>ERROR<TAB>reason."""
     if row.get("error"):
         return f"{row['file']}\tERROR\t{row['error']}"
-    return f"{row['file']}\t{row['label']}\t{row['probability']:.3f}"
+    warning = f"\tWARNING: {row['warning']}" if row.get("warning") else ""
+    return f"{row['file']}\t{row['label']}\t{row['probability']:.3f}{warning}"
 
 
 @flow(name="predict", validate_parameters=True)
 def predict(files: list[str], model_name: str | None = None, alias: str = ALIAS) -> list[dict]:
-    """models:/<model_name>@<alias> on each file; prints one line per file and returns the rows."""
-    uri = f"models:/{model_name or DEFAULT_MODEL}@{alias}"
+    """models:/<model_name>@<alias> on each file (default: the champion registered last); one line per file."""
+    uri = f"models:/{model_name or default_model_name()}@{alias}"
     rows = classify_task(list(files), uri)
     log = get_run_logger()
     for row in rows:

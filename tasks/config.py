@@ -1,4 +1,4 @@
-"""Paths built from the project root, the book's class order, and the MLflow store location."""
+"""Paths built from the project root and the MLflow store location."""
 from __future__ import annotations
 
 import os
@@ -43,27 +43,7 @@ def artifact_location(experiment_name: str) -> str | None:
     return (db.parent / "artifacts" / experiment_name).resolve().as_uri()
 
 
-# The book's label order for ESC-10 (Kneusel, ch. 12), keyed by ESC-50 category names.
-BOOK_CLASSES: tuple[str, ...] = (
-    "rain", "rooster", "crying_baby", "sea_waves", "clock_tick",
-    "sneezing", "dog", "crackling_fire", "helicopter", "chainsaw",
-)
-
-# ESC-10's own folder names ("001 - Dog bark") mapped to ESC-50 category names.
-ESC10_FOLDERS: dict[str, str] = {
-    "Dog bark": "dog",
-    "Rain": "rain",
-    "Sea waves": "sea_waves",
-    "Baby cry": "crying_baby",
-    "Clock tick": "clock_tick",
-    "Person sneeze": "sneezing",
-    "Helicopter": "helicopter",
-    "Chainsaw": "chainsaw",
-    "Rooster": "rooster",
-    "Fire crackling": "crackling_fire",
-}
-
-ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+# The real ESC-10 dataset beside the repo (tests and benchmarks read it; never copied into the repo).
 SHARED_ESC10 = ROOT.parent / "shared" / "datasets" / "esc10"
 
 

@@ -92,6 +92,10 @@ def _write_bad(tmp_path, kind: str):
         path = tmp_path / "cut.ogg"
         sf.write(path, good, 8000)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "truncated_quiet_ogg":   # silence first, then the sound: cut short, what is left is silent
+        path = tmp_path / "cut_quiet.ogg"
+        sf.write(path, np.concatenate([np.zeros(16000, np.float32), good]), 8000)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     elif kind == "silent":
         path = tmp_path / "zeros.wav"
         sf.write(path, np.zeros(8000, np.float32), 8000)
@@ -109,7 +113,8 @@ def _write_bad(tmp_path, kind: str):
     ("empty", "empty file"),
     ("garbage", "unreadable"),
     ("truncated_wav", "truncated"),
-    ("truncated_ogg", "corrupt"),
+    ("truncated_ogg", "truncated"),
+    ("truncated_quiet_ogg", "truncated"),
     ("silent", "all-silent"),
     ("nan", "non-finite"),
     ("inf", "non-finite"),

@@ -227,7 +227,10 @@ def test_augment_file_names_by_inputs_and_task_returns_path(tmp_path, rng):
     assert first != A.augment_file(clips_path, 8000, p, 2, [10, 20], tmp_path / "interim", n_jobs=1)
     assert np.load(first).shape == (2, 2, 4000)
     manifest = tmp_path / "manifest-test.csv"
-    manifest.write_text("filename,sha256\na.ogg,0000000a99\nb.ogg,00000014ff\n")  # keys 10 and 20
+    manifest.write_text("content_hash,start_s\n0000000a99,0.0\n00000014ff,0.0\n")  # keys 10 and 20
     assert A.manifest_clip_keys(manifest) == [10, 20]
+    windows = tmp_path / "manifest-windows.csv"   # windows of one recording get different keys
+    windows.write_text("content_hash,start_s\n0000000a99,0.0\n0000000a99,5.0\n")
+    assert A.manifest_clip_keys(windows) == [10, 10 ^ 5000]
     out = A.augment_task.fn(str(clips_path), str(manifest), 8000, p.model_dump(), 1, str(tmp_path), n_jobs=1)
     assert out == str(first)

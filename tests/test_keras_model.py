@@ -115,6 +115,7 @@ def test_training_augmentation_changes_batches():
     est = _augmented(spec_augment={"freq_masks": 1, "freq_width": 4, "time_masks": 1, "time_width": 8})
     x = tf.ones((8, 8, 24, 1))
     y = tf.one_hot(tf.range(8) % 3, 3)
+    est.crop_frames_ = est._crop_size((8, 24, 1))    # set by fit
     xa, ya = est._augment_fn(sample_ndim=3)(tf.constant(5, tf.int64), (x, y))
     assert xa.shape == (8, 8, 16, 1)
     assert np.any(xa.numpy() == 0.0)

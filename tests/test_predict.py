@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from tasks.data.windows import cut
 from tasks.errors import SoundflowError
 from tasks.features.representations import compute
 from tasks.models.classical import make_classical
@@ -47,8 +48,8 @@ def tones_model(tmp_path_factory) -> dict:
     for c, kind in enumerate(CLASSES):
         for _ in range(10):
             sr = int(rng.choice([16000, 22050, 44100, 48000]))
-            w = serving.windows(serving.prepare_waveform(tone(kind, rng.uniform(1.5, 6.0), sr, rng), sr, sr=SR),
-                                n_samples=5 * SR, hop_samples=5 * SR // 2)
+            w, _ = cut(serving.prepare_waveform(tone(kind, rng.uniform(1.5, 6.0), sr, rng), sr, sr=SR),
+                       window=5 * SR, hop=5 * SR // 2)
             clips.append(w)
             y += [c] * len(w)
     est = make_classical("logreg", seed=0).fit(compute("engineered", np.concatenate(clips), SR, n_jobs=1), y)
@@ -56,7 +57,7 @@ def tones_model(tmp_path_factory) -> dict:
     exp = c.create_experiment("test-predict", artifact_location=(out / "artifacts").as_uri())
     with tracking.run(exp, name="champion-refit") as run_id:
         info = serving.log_audio_model(run_id, est, config={"model_name": MODEL, "features": "engineered",
-                                                            "class_names": CLASSES, "sample_rate": SR, "duration_s": 5.0})
+                                                            "class_names": CLASSES, "sample_rate": SR, "window_s": 5.0})
         registry.register_champion(run_id, info.model_uri, name=MODEL, cv_accuracy=1.0, folds_digest="synthetic")
     return {"dir": out, "estimator": est}
 

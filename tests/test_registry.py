@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from tasks.cache import file_sha256
 from tasks.data.audio import load_audio, probe
-from tasks.data.ingest import scan
+from tasks.data.layouts import scan
+from tasks.data.manifest import write_manifest
 from tasks.data.split import make_splits
 from tasks.features.representations import compute
 from tasks.tracking import pyfunc as serving
@@ -33,16 +35,20 @@ def experiment(name: str, folder: Path) -> str:
 def tiny(esc10_dir, tmp_path_factory) -> dict:
     """Manifest, clips, engineered features and splits of 30 real 5 s clips."""
     out = tmp_path_factory.mktemp("tiny")
-    rows, classes, _ = scan(esc10_dir, dataset="esc10")
+    listing = scan(esc10_dir)
+    classes, recs = listing.classes, listing.recordings
     picked = []
-    for c in range(len(classes)):
-        exact = [r for r in rows if r["class_id"] == c and abs(probe(r["path"])["duration_s"] - 5.0) < 0.01]
-        picked.extend(exact[:PER_CLASS])
+    for c, label in enumerate(classes):
+        exact = [r for r in recs[recs["label"] == label].to_dict("records")
+                 if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01]
+        picked += [{**r, "recording_id": Path(r["path"]).name, "filename": Path(r["path"]).name, "start_s": 0.0,
+                    "duration_s": 5.0, "class_id": c, "content_hash": file_sha256(r["path"]), "sample_rate": 44100,
+                    "channels": 1, "recording_duration_s": 5.0, "loudness_db": -20.0} for r in exact[:PER_CLASS]]
     manifest = pd.DataFrame(picked)
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in manifest["path"]])
     feats = compute("engineered", clips, SR, n_jobs=1)
     manifest_path, feats_path, splits_path = out / "manifest.csv", out / "engineered.npy", out / "splits.json"
-    manifest.to_csv(manifest_path, index=False)
+    write_manifest(manifest_path, manifest)
     np.save(feats_path, feats)
     splits = make_splits(manifest, scheme="group_kfold", k=3, seed=0)
     splits_path.write_text(json.dumps([{"train": tr.tolist(), "test": te.tolist()} for tr, te in splits]))
@@ -59,7 +65,7 @@ def champion(tiny) -> dict:
     with tracking.run(exp, name="champion-refit") as run_id:
         info = serving.log_audio_model(run_id, est, config={
             "model_name": "soundflow-test", "features": "engineered", "class_names": tiny["classes"],
-            "sample_rate": SR, "duration_s": 5.0})
+            "sample_rate": SR, "window_s": 5.0})
         digest = registry.folds_digest(tiny["manifest"], tiny["splits"])
         reg = registry.register_champion(run_id, info.model_uri, name="soundflow-test", cv_accuracy=0.5,
                                          folds_digest=digest, configuration="gaussian_nb/engineered")
@@ -111,16 +117,6 @@ def test_alias_moves_only_for_a_better_model_on_the_same_folds(champion):
     assert logged["version"] == other["version"]
 
 
-@pytest.mark.parametrize("n, expected_starts, last", [(100, [0], 100), (40, [0], 0), (125, [0], 100),
-                                                       (130, [0, 30], 130), (250, [0, 50, 100, 150], 250)])
-def test_windows_cover_the_clip(n, expected_starts, last):
-    y = np.arange(n, dtype=np.float32) + 1
-    w = serving.windows(y, n_samples=100, hop_samples=50)
-    assert w.shape == (len(expected_starts), 100) and w.dtype == np.float32
-    assert [int(row[0]) - 1 for row in w] == expected_starts
-    assert w[-1][-1] == last  # padded (0), trimmed like training (100), or ending at the clip's end
-
-
 def test_long_short_stereo_and_bad_files(tiny, champion, tmp_path):
     model = serving.load_model("models:/soundflow-test@champion")
     base = [load_audio(p, sr=SR, duration_s=None) for p in tiny["paths"][:3]]
@@ -151,7 +147,7 @@ def test_register_task_refits_logs_and_registers(tiny, champion):
             "run_id": "", "cv_accuracy_mean": 0.55}
     inputs = {"manifest": tiny["manifest"], "splits": tiny["splits"], "features": {"engineered": tiny["features"]},
               "aug_features": {}}
-    params = {"dataset": "folders", "sample_rate": SR, "duration_s": 5.0, "seed": 0, "hyper": {}, "n_jobs": 1}
+    params = {"dataset_name": "folders", "sample_rate": SR, "window_s": 5.0, "seed": 0, "hyper": {}, "n_jobs": 1}
     out = registry.register_task.fn(best, inputs, params, parent_exp, parent)
     assert out["name"] == "soundflow-folders" and out["alias_moved"] and out["uri"] == "models:/soundflow-folders@champion"
     run = tracking.client().get_run(out["run_id"])
@@ -172,7 +168,7 @@ def test_keras_estimator_round_trips_through_its_own_save_format(tiny):
     with tracking.run(exp, name="keras-model") as run_id:
         info = serving.log_audio_model(run_id, est, config={
             "model_name": "soundflow-keras-test", "features": "engineered", "class_names": tiny["classes"],
-            "sample_rate": SR, "duration_s": 5.0})
+            "sample_rate": SR, "window_s": 5.0})
     model = serving.load_model(info.model_uri)
     inner = model.unwrap_python_model()
     assert inner.config["estimator_format"] == "keras" and type(inner.estimator).__name__ == "KerasClassifier"

@@ -12,7 +12,8 @@ def _manifest(n_classes=4, per_class=20, folds=5, seed=0):
     for c in range(n_classes):
         for i in range(per_class):
             src = f"{c}{i // 2}"              # two takes per source
-            rows.append({"class_id": c, "class_name": f"c{c}", "source_id": src, "fold": 1 + (i // 2) % folds})
+            rows.append({"class_id": c, "label": f"c{c}", "group": src, "fold": 1 + (i // 2) % folds,
+                         "recording_id": f"{c}-{i}"})
     return pd.DataFrame(rows).sample(frac=1, random_state=int(rng.integers(1000))).reset_index(drop=True)
 
 
@@ -21,7 +22,7 @@ def _manifest(n_classes=4, per_class=20, folds=5, seed=0):
 def test_no_source_on_both_sides(scheme, seed):
     m = _manifest(seed=seed)
     splits = make_splits(m, scheme=scheme, k=5, seed=seed)
-    groups = m["source_id"].to_numpy()
+    groups = m["group"].to_numpy()
     for tr, te in splits:
         assert set(groups[tr]).isdisjoint(groups[te])
         assert len(tr) + len(te) == len(m)
@@ -43,11 +44,15 @@ def test_book_holdout_holds_out_about_8_per_class():
     assert np.array_equal(te, again)
 
 
-def test_official_needs_folds():
+def test_official_needs_folds_and_auto_falls_back_to_group_kfold():
     m = _manifest()
-    m["fold"] = 0
-    with pytest.raises(DatasetError, match="group_kfold"):
+    m["fold"] = pd.array([None] * len(m), dtype="Int64")
+    with pytest.raises(DatasetError, match="has none; use split='auto' or 'group_kfold'"):
         make_splits(m, scheme="official")
+    auto = make_splits(m, scheme="auto", k=4, seed=2)
+    assert [te.tolist() for _, te in auto] == [te.tolist() for _, te in make_splits(m, scheme="group_kfold", k=4, seed=2)]
+    with pytest.raises(DatasetError, match="needs at least 50 groups"):
+        make_splits(m, scheme="group_kfold", k=50)
 
 
 def test_leak_is_detected():
@@ -57,11 +62,11 @@ def test_leak_is_detected():
 
 
 def test_official_folds_on_real_esc10(esc10_dir):
-    from tasks.config import ESC10_FOLDERS
+    from tasks.data.layouts.esc10 import FOLDERS
 
     files = sorted(esc10_dir.glob("*/*.ogg"))
-    m = pd.DataFrame({"class_id": [list(ESC10_FOLDERS).index(f.parent.name.split(" - ")[1]) for f in files],
-                      "source_id": [f.name.split("-")[1] for f in files],
+    m = pd.DataFrame({"class_id": [list(FOLDERS).index(f.parent.name.split(" - ")[1]) for f in files],
+                      "group": [f.name.split("-")[1] for f in files],
                       "fold": [int(f.name[0]) for f in files]})
     splits = make_splits(m, scheme="official")
     assert len(splits) == 5 and all(len(te) == 80 for _, te in splits)

@@ -139,10 +139,12 @@ def augment_file(clips_path: str | Path, sr: int, params: AugmentParams, seed: i
 
 
 def manifest_clip_keys(manifest_path: str | Path) -> list[int]:
-    """One stable key per clip, in clip-array order: the first 32 bits of each file's SHA-256."""
-    from tasks.data.ingest import read_manifest  # pandas only where a manifest is read
+    """One stable key per segment, in clip-array order, from its file's SHA-256 and its start time."""
+    import pandas as pd  # only where a manifest is read
 
-    return [int(sha[:8], 16) for sha in read_manifest(manifest_path)["sha256"]]
+    frame = pd.read_csv(manifest_path, usecols=["content_hash", "start_s"], dtype={"content_hash": str})
+    # the file's hash (as for one-window clips before windowing) mixed with the window's start in ms
+    return [int(sha[:8], 16) ^ round(1000 * start) for sha, start in zip(frame["content_hash"], frame["start_s"])]
 
 
 @task(cache_policy=NO_CACHE)

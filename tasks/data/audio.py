@@ -57,26 +57,42 @@ def load_checked(
     return y, info, None
 
 
-def _decode(path: Path, *, sr: int, duration_s: float | None) -> tuple[np.ndarray, dict]:
-    """Read, validate, downmix, resample and fix the length of one file."""
+def decode_region(path: str | os.PathLike, *, sr: int, start_s: float = float("nan"),
+                  end_s: float = float("nan")) -> tuple[np.ndarray, dict]:
+    """A whole recording (or its [start_s, end_s) region; NaN = from the start / to the end) as float32 mono
+    at sr Hz, validated, with its probe info; AudioDecodeError naming the file and the reason."""
+    return _decode(Path(path), sr=sr, duration_s=None, start_s=start_s, end_s=end_s)
+
+
+def _decode(path: Path, *, sr: int, duration_s: float | None, start_s: float = float("nan"),
+            end_s: float = float("nan")) -> tuple[np.ndarray, dict]:
+    """Read, validate, downmix, resample and fix the length of one file (or a region of it)."""
     if sr <= 0:
         raise ValueError(f"sr must be a positive number of Hz, got {sr}")
     if duration_s is not None and duration_s <= 0:
         raise ValueError(f"duration_s must be positive or None, got {duration_s}")
     _check_nonempty(path)
+    # container checks first: a cut-off file can decode to a short, silent stream
+    if path.suffix.lower() == ".wav" and (why := _wav_truncation(path)):
+        raise AudioDecodeError(path, why)
+    if path.suffix.lower() in (".ogg", ".oga", ".opus") and (why := _ogg_truncation(path)):
+        raise AudioDecodeError(path, why)
     try:
         with sf.SoundFile(str(path)) as fh:
             info = _info_dict(fh.samplerate, fh.channels, fh.frames, fh.subtype)
             declared = fh.frames
-            data = fh.read(dtype="float32", always_2d=True)
+            first = 0 if np.isnan(start_s) else min(declared, round(start_s * fh.samplerate))
+            last = declared if np.isnan(end_s) else min(declared, round(end_s * fh.samplerate))
+            if first:
+                fh.seek(first)
+            data = fh.read(frames=max(0, last - first), dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioDecodeError(path, f"unreadable or corrupt ({_short(exc)})") from exc
     if data.shape[0] == 0:
-        raise AudioDecodeError(path, "no audio frames (empty stream)")
-    if data.shape[0] < _MIN_DECODED_FRACTION * declared:
-        raise AudioDecodeError(path, f"truncated: decoded {data.shape[0]} of {declared} frames")
-    if path.suffix.lower() == ".wav" and (why := _wav_truncation(path)):
-        raise AudioDecodeError(path, why)
+        region = "" if np.isnan(start_s) and np.isnan(end_s) else f" in the region {start_s:g}-{end_s:g} s"
+        raise AudioDecodeError(path, f"no audio frames{region} (empty stream)")
+    if data.shape[0] < _MIN_DECODED_FRACTION * (last - first):
+        raise AudioDecodeError(path, f"truncated: decoded {data.shape[0]} of {last - first} frames")
     if not np.isfinite(data).all():
         raise AudioDecodeError(path, "non-finite samples (NaN or Inf)")
     y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
@@ -118,6 +134,26 @@ def _wav_truncation(path: Path) -> str | None:
                     return f"truncated: data chunk declares {chunk_size} bytes, file holds {available}"
                 return None
             pos += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _ogg_truncation(path: Path) -> str | None:
+    """Walk the Ogg pages: a stream cut short ends inside a page or without its end-of-stream page."""
+    size = path.stat().st_size
+    pos, last_flags = 0, None
+    with open(path, "rb") as fh:
+        while pos < size:
+            fh.seek(pos)
+            head = fh.read(27)
+            if len(head) < 27 or head[:4] != b"OggS":
+                return None if last_flags is None and pos == 0 else f"truncated: broken Ogg page at byte {pos} of {size}"
+            table = fh.read(head[26])
+            end = pos + 27 + head[26] + sum(table)
+            if len(table) < head[26] or end > size:
+                return f"truncated: the Ogg stream is cut off inside a page (file ends at byte {size} of {end})"
+            last_flags, pos = head[5], end
+    if last_flags is not None and not last_flags & 0x04:
+        return "truncated: the Ogg stream ends without its end-of-stream page"
     return None
 
 

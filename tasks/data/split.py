@@ -1,4 +1,4 @@
-"""Train/test splits that never put one source clip on both sides."""
+"""Train/test splits that never put one group (source recording, speaker, the windows of one file) on both sides."""
 from __future__ import annotations
 
 from typing import Literal
@@ -9,24 +9,31 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedGroupKFold
 
-from tasks.data.ingest import read_manifest
+from tasks.data.manifest import has_folds, read_manifest, write_manifest
 from tasks.cache import save_json
 from tasks.errors import DatasetError
 
-Scheme = Literal["official", "group_kfold", "book_holdout"]
+Scheme = Literal["auto", "official", "group_kfold", "book_holdout"]
 
 
 def official_folds(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """One (train, test) pair per official fold id."""
-    folds = np.asarray(folds)
+    folds = pd.array(folds, dtype="Int64")
+    if pd.isna(folds).any():
+        raise DatasetError("split='official' needs the dataset's own folds, and this dataset has none; "
+                           "use split='auto' or 'group_kfold'")
+    folds = np.asarray(folds, dtype=int)
     ids = sorted(set(folds.tolist()))
-    if len(ids) < 2 or 0 in ids:
-        raise DatasetError(f"official folds need fold ids >= 1 on every clip, got {ids}; use split='group_kfold'")
+    if len(ids) < 2:
+        raise DatasetError(f"official folds need at least two fold ids, got {ids}; use split='group_kfold'")
     return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in ids]
 
 
 def group_kfold(y: np.ndarray, groups: np.ndarray, *, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """StratifiedGroupKFold by source clip, for data without official folds."""
+    """StratifiedGroupKFold by group, for data without official folds."""
+    n_groups = len(set(groups.tolist()))
+    if n_groups < k:
+        raise DatasetError(f"group k-fold with k={k} needs at least {k} groups, the dataset has {n_groups}; lower --k")
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y, groups)]
 
@@ -52,9 +59,13 @@ def book_holdout(y: np.ndarray, groups: np.ndarray, *, per_class: int = 8, seed:
 
 
 def make_splits(manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Splits for a manifest; each clip's source id keeps all its takes (and their copies) together."""
+    """Splits for a manifest (row indices of segments); a group's segments (and their copies) stay together.
+
+    auto: the dataset's own folds when it has them, else StratifiedGroupKFold over `group`."""
     y = manifest["class_id"].to_numpy()
-    groups = manifest["source_id"].astype(str).to_numpy()
+    groups = manifest["group"].astype(str).to_numpy()
+    if scheme == "auto":
+        scheme = "official" if has_folds(manifest) else "group_kfold"
     if scheme == "official":
         splits = official_folds(manifest["fold"].to_numpy())
     elif scheme == "group_kfold":
@@ -62,17 +73,17 @@ def make_splits(manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int =
     elif scheme == "book_holdout":
         splits = book_holdout(y, groups, seed=seed)
     else:
-        raise ValueError(f"unknown split scheme {scheme!r}; use official, group_kfold or book_holdout")
+        raise ValueError(f"unknown split scheme {scheme!r}; use auto, official, group_kfold or book_holdout")
     check_no_leak(splits, groups)
     return splits
 
 
 def check_no_leak(splits, groups: np.ndarray) -> None:
-    """Raise if any source id appears on both sides of a split."""
+    """Raise if any group appears on both sides of a split."""
     for i, (tr, te) in enumerate(splits):
         shared = set(groups[tr].tolist()) & set(groups[te].tolist())
         if shared:
-            raise DatasetError(f"split {i}: sources on both sides of the split: {sorted(shared)[:5]}")
+            raise DatasetError(f"split {i}: groups on both sides of the split: {sorted(shared)[:5]}")
         if len(np.intersect1d(tr, te)):
             raise DatasetError(f"split {i}: clips on both sides of the split")
 
@@ -95,9 +106,10 @@ def load_splits(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def subset_rows(manifest: pd.DataFrame, *, per_class_fold: int) -> np.ndarray:
-    """Row indices of the first `per_class_fold` clips of each (class, fold), in manifest order."""
-    keep = manifest.groupby(["class_id", "fold"], sort=False).head(per_class_fold).index
-    return np.sort(keep.to_numpy())
+    """Row indices of the segments of the first `per_class_fold` recordings of each (class, fold)."""
+    recs = manifest.drop_duplicates("recording_id")
+    keep = recs.groupby(["class_id", "fold"], sort=False, dropna=False).head(per_class_fold)["recording_id"]
+    return np.flatnonzero(manifest["recording_id"].isin(set(keep)).to_numpy())
 
 
 @task(cache_policy=NO_CACHE)
@@ -114,8 +126,5 @@ def subset_task(data: dict, per_class_fold: int, out_dir: str) -> dict:
     man_path, clips_path = out / f"manifest-{key}.csv", out / f"clips-{key}.npy"
     if not (man_path.exists() and clips_path.exists()):
         save_npy(clips_path, np.load(data["clips"], mmap_mode="r")[rows])
-        from tasks.cache import atomic_path
-
-        with atomic_path(man_path) as tmp:
-            manifest.iloc[rows].reset_index(drop=True).to_csv(tmp, index=False)
+        write_manifest(man_path, manifest.iloc[rows])
     return {**data, "manifest": str(man_path), "clips": str(clips_path), "digest": key, "n_clips": len(rows)}

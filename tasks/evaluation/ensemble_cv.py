@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import save_npy
-from tasks.data.ingest import read_manifest
+from tasks.data.manifest import class_names, pooling, read_manifest
 from tasks.data.split import load_splits
 from tasks.evaluation.ensembles import (
     COMBINERS,
@@ -23,7 +23,6 @@ from tasks.evaluation.ensembles import (
     weighted,
 )
 from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
-from tasks.evaluation.train import class_names
 from tasks.tracking import runs as tracking
 
 FIXED = {"average": average, "maximum": maximum, "vote": vote}
@@ -34,10 +33,9 @@ def select_members(acc: dict[str, float], family: dict[str, str], n: int,
     """n configurations: the best of each input representation (`view`) first, then the best of each model
     family, then the next best overall; within each stage by accuracy.
 
-    Models that see a clip differently make different mistakes (ESC-10, default run: the SVM on engineered
-    vectors and the CNN on PCEN are both wrong on 14 clips, the SVM and a Keras MLP on the same vectors on 27),
-    so views come before families. Equal accuracies (one clip is 0.3% of ESC-10's training folds) go to the
-    lower log loss, then to the name: the choice never depends on the order in which results arrived.
+    Models that see a clip differently make different mistakes (README, "What made the difference"), so views
+    come before families. Equal accuracies (one clip apart is common on small datasets) go to the lower log
+    loss, then to the name: the choice never depends on the order in which results arrived.
     """
     loss = loss or {}
     ranked = sorted(acc, key=lambda name: (-acc[name], loss.get(name, 0.0), name))
@@ -97,6 +95,7 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
     log = get_run_logger()
     manifest = read_manifest(manifest_path)
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
+    owner, weights = pooling(manifest)
     splits = load_splits(splits_path)
     probas = {r["name"]: np.load(r["proba"]) for r in results}
     family = {r["name"]: r["family"] for r in results}
@@ -116,7 +115,7 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
                               tags={"soundflow.kind": "ensemble"}) as run_id:
                 res = fold_safe_ensemble(probas, family, y, splits, combiner=combiner, n_members=n_members,
                                          method=method, seed=seed, fixed_members=fixed, view=view)
-                summary = cv_summary(y, res["proba"], splits, names)
+                summary = cv_summary(y, res["proba"], splits, names, owner=owner, weights=weights)
                 metrics = scalar_metrics(summary)
                 if combiner == "weighted" and fixed:
                     P = np.stack([probas[m] for m in fixed])

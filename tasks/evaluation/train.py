@@ -6,12 +6,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import digest, save_json, save_npy
-from tasks.data.ingest import read_manifest
+from tasks.data.manifest import class_names, pooling, read_manifest
 from tasks.data.split import load_splits
 from tasks.evaluation.cv import cross_validate
 from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
@@ -23,12 +22,6 @@ def run_name(model: str, features: str, augmented: bool, repeat: int | None = No
     """The name a configuration carries everywhere (MLflow run, tables, ensembles)."""
     name = f"{model}/{features}{'+aug' if augmented else ''}"
     return f"{name}#{repeat}" if repeat is not None else name
-
-
-def class_names(manifest: pd.DataFrame) -> list[str]:
-    """Class names in class-id order, from the manifest."""
-    pairs = manifest[["class_id", "class_name"]].drop_duplicates().sort_values("class_id")
-    return pairs["class_name"].tolist()
 
 
 def _load(path: str | None):
@@ -70,7 +63,8 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
     manifest = read_manifest(inputs["manifest"])
     names = class_names(manifest)
     y = manifest["class_id"].to_numpy()
-    groups = manifest["source_id"].astype(str).to_numpy()
+    groups = manifest["group"].astype(str).to_numpy()
+    owner, weights = pooling(manifest)
     splits = load_splits(inputs["splits"])
     feat = spec["features"]
     aug_path = inputs["aug_features"].get(feat) if spec["augmented"] else None
@@ -114,7 +108,7 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
                 cv["aug_test_accuracy"] = float(hits[tested].mean())
             save_npy(out / "proba.npy", proba)
             save_json(out / "summary.json", cv)
-        summary = cv_summary(y, proba, splits, names)
+        summary = cv_summary(y, proba, splits, names, owner=owner, weights=weights)
         _log_result(run_id, summary, cv, names, spec["name"])
         log.info("%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"], 100 * summary["cv_accuracy_sem"])
     return {"name": spec["name"], "model": spec["model"], "features": feat, "augmented": spec["augmented"],
@@ -134,8 +128,8 @@ def longest_first(specs: list[dict]) -> list[dict]:
 def init_worker(n_workers: int) -> None:
     """Process-pool initializer: split the cores between the workers before TensorFlow starts.
 
-    Measured here: two one-thread Keras trainings side by side finish 1.25x sooner than the same two
-    in turn on two threads each (bench/train.py, 205 s vs 256 s per pair of folds)."""
+    Two one-thread Keras trainings side by side finish sooner than the same two in turn on two threads
+    each (bench/train.py)."""
     import os
 
     threads = str(max(1, (os.cpu_count() or 1) // max(1, n_workers)))

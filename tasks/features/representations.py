@@ -23,15 +23,18 @@ from tasks.logs import run_logger
 
 # Bump when a representation changes, so old cached feature files are not reused.
 _CACHE_VERSION = 1
-_VERSIONS = {"engineered": 2}  # representations changed since (engineered 2: + band statistics, modulation)
+# representations changed since: engineered 2 (+ band statistics, modulation), raw 2 (short windows spread)
+_VERSIONS = {"engineered": 2, "raw": 2}
 _CHUNK = 16  # clips per unit of parallel work
 
 
 def raw_vector(y: np.ndarray, sr: int) -> np.ndarray:
-    """The book's raw input: first 2 s, one sample every 1/441 s (882 values), scaled (x + 1) / 2 like int16."""
-    idx = np.round(np.arange(882) * (sr / 441)).astype(np.intp)
+    """The book's raw input: 882 samples evenly spaced over the first 2 s (one every 1/441 s), scaled (x + 1) / 2
+    like int16; a window shorter than 2 s is spread over its own length instead, so no value is padding."""
     y = np.asarray(y, np.float32)
-    out = np.full(882, 0.5, np.float32)  # (0 + 1) / 2: silence past the end of a short clip
+    span = min(2 * sr, y.shape[-1]) if y.shape[-1] else 2 * sr
+    idx = np.round(np.arange(882) * (span / 882)).astype(np.intp)
+    out = np.full(882, 0.5, np.float32)  # (0 + 1) / 2: silence past the end of an empty clip
     ok = idx < y.shape[-1]
     out[ok] = (y[idx[ok]] + 1) / 2
     return out
@@ -41,9 +44,8 @@ def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
     """Summary vector for classical models and MLPs (1,210 values): Piczak-style frame-feature statistics (186),
     log-mel band statistics (640) and a modulation spectrum (384).
 
-    The last two describe sound textures (rain, waves, engines) by their long-term statistics; on ESC-10 they
-    lift the tuned RBF SVM from 83.5% (Piczak part alone) to 91.0% (5 official folds, bench/engineered.py).
-    Scales differ (Hz vs ratios vs dB): standardize before distance- or margin-based models.
+    The last two describe sound textures (rain, waves, engines) by their long-term statistics (their gain:
+    bench/engineered.py). Scales differ (Hz vs ratios vs dB): standardize before distance- or margin-based models.
     """
     y = np.asarray(y, np.float32)
     mag = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
@@ -97,7 +99,7 @@ def logmel(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048, hop_l
     """Log-mel power spectrogram in dB re 1.0 (floor 80 dB under the clip's peak), (n_mels, frames) float32.
 
     Defaults: 93 ms windows every 46 ms at 22,050 Hz (108 frames for 5 s). Halving the hop doubles the
-    CNN's cost for no measured gain (bench/train.py: 84.5-85.8% at hop 512 vs 86.5% at hop 1024).
+    CNN's cost for no measured gain (bench/train.py --hop).
     """
     mel = librosa.feature.melspectrogram(y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length,
                                          n_mels=n_mels, fmin=fmin, fmax=fmax)

@@ -4,15 +4,16 @@ Input contract: a pandas DataFrame, one row per recording, with either
   - `path`: an audio file (wav, ogg, flac, mp3; any rate, channels and length), or
   - `waveform` (list of floats, mono, or samples x channels) + `sample_rate` (Hz).
 A list of paths or a single path is accepted too. Output: one row per input row with `label`,
-`probability` (of that label), one `p_<class>` column per class, `n_windows`, and `error`
-(empty when the row was classified; otherwise names the input and the reason, the other columns empty).
+`probability` (of that label), one `p_<class>` column per class, `n_windows`, `error`
+(empty when the row was classified; otherwise names the input and the reason, the other columns empty),
+and `warning` (e.g. a file recorded at a lower sample rate than the model was trained on).
 
-Preprocessing lives in the model: decode and resample to the working rate, cut recordings longer
-than `duration_s` (by more than half a hop) into windows of `duration_s` (hop `hop_s`, default half
-a window, the last window aligned to the end) and average their probabilities; zero-pad shorter
-ones and trim those barely longer, as training did; compute the representation with
-`tasks.features.compute` and call the estimator (softmax of decision scores for models without
-predict_proba, as in cross-validation).
+Preprocessing lives in the model: decode and resample to the working rate, cut the recording into
+windows exactly as ingestion cut the training recordings (tasks/data/windows.py: `window_s`, hop `hop_s`),
+and average the windows' probabilities, near-silent windows (30 dB below the loudest) left out; compute
+the representation with `tasks.features.representations.compute` and call the estimator (softmax of
+decision scores for models without predict_proba, as in cross-validation). A file recorded below the
+model's sample rate is classified with a `warning`.
 
 Code: the `tasks` package is stored with the model (code_paths), so it loads in a fresh process
 that has only the dependencies installed; a process that already imported `tasks` (the predict
@@ -37,7 +38,8 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 from tasks.config import stage_dir, tracking_uri
-from tasks.data.audio import SILENCE_PEAK, fix_length, load_audio
+from tasks.data.audio import SILENCE_PEAK, decode_region
+from tasks.data.windows import cut, loudness_db, pool, vote_weights
 from tasks.errors import AudioDecodeError, SoundflowError
 
 CONFIG_FILE = "config.json"
@@ -68,28 +70,33 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         """One output row per input row; a bad row gets an `error`, the others are still classified."""
         cfg = self.config
         sr, names = int(cfg["sample_rate"]), list(cfg["class_names"])
-        n_samples = round(sr * float(cfg["duration_s"]))
-        hop = max(1, round(sr * float(cfg.get("hop_s") or cfg["duration_s"] / 2)))
+        window_s = float(cfg.get("window_s") or cfg["duration_s"])   # duration_s: models logged before windows
+        window, hop = round(sr * window_s), max(1, round(sr * float(cfg.get("hop_s") or window_s / 2)))
         frame = as_input_frame(model_input)
-        clips, owner, errors, n_windows = [], [], [], []
+        clips, owner, weights, errors, warnings, n_windows = [], [], [], [], [], []
         for i, row in enumerate(frame.to_dict("records")):
             try:
-                w = windows(_row_audio(row, sr=sr), n_samples=n_samples, hop_samples=hop)
+                y, rate = _row_audio(row, sr=sr)
+                w, _ = cut(y, window=window, hop=hop)
             except (SoundflowError, ValueError, TypeError) as exc:
                 errors.append(str(exc) if isinstance(exc, AudioDecodeError) else f"{_where(row, i)}: {exc}")
+                warnings.append("")
                 n_windows.append(0)
                 continue
             errors.append("")
+            warnings.append(low_rate_warning(rate, sr))
             n_windows.append(len(w))
             clips.append(w)
             owner.extend([i] * len(w))
+            weights.append(vote_weights(loudness_db(w), np.zeros(len(w))))
         proba = np.full((len(frame), len(names)), np.nan)
         if clips:
             p = self._window_proba(np.concatenate(clips), sr=sr, n_classes=len(names))
-            owner = np.asarray(owner)
-            for i in np.unique(owner):
-                proba[i] = p[owner == i].mean(axis=0)
-        return result_frame(proba, names, errors, n_windows)
+            keys, pooled = pool(p, np.asarray(owner), np.concatenate(weights))
+            proba[keys.astype(int)] = pooled
+        out = result_frame(proba, names, errors, n_windows)
+        out["warning"] = warnings
+        return out
 
     def _window_proba(self, clips: np.ndarray, *, sr: int, n_classes: int) -> np.ndarray:
         from tasks.evaluation.cv import predict_proba
@@ -99,16 +106,12 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         return predict_proba(self.estimator, np.asarray(X), n_classes)
 
 
-def windows(y: np.ndarray, *, n_samples: int, hop_samples: int, min_tail_samples: int | None = None) -> np.ndarray:
-    """(n_windows, n_samples): a clip up to n_samples + min_tail_samples (default hop / 2) is one window,
-    trimmed or zero-padded as in training; a longer one gets windows every hop plus one ending at its end."""
-    slack = hop_samples // 2 if min_tail_samples is None else min_tail_samples
-    if len(y) <= n_samples + slack:
-        return fix_length(y, n_samples=n_samples)[None]
-    starts = list(range(0, len(y) - n_samples + 1, hop_samples))
-    if starts[-1] + n_samples < len(y):
-        starts.append(len(y) - n_samples)
-    return np.stack([y[s:s + n_samples] for s in starts])
+def low_rate_warning(rate: int, sr: int) -> str:
+    """A note for a file recorded below the model's sample rate: its high band is empty, unlike in training."""
+    if rate >= sr:
+        return ""
+    return (f"recorded at {rate} Hz, below the model's {sr} Hz: nothing above {rate / 2:.0f} Hz, "
+            "so the prediction may be unreliable")
 
 
 def as_input_frame(model_input: Any) -> pd.DataFrame:
@@ -142,18 +145,19 @@ def result_frame(proba: np.ndarray, names: list[str], errors: list[str], n_windo
     return out
 
 
-def _row_audio(row: dict, *, sr: int) -> np.ndarray:
-    """One row's recording as float32 mono at `sr`, full length."""
+def _row_audio(row: dict, *, sr: int) -> tuple[np.ndarray, int]:
+    """One row's recording as float32 mono at `sr`, full length, and the rate it was recorded at."""
     path = row.get("path")
     if isinstance(path, (str, os.PathLike)) and str(path):
-        return load_audio(path, sr=sr, duration_s=None)
+        y, info = decode_region(path, sr=sr)
+        return y, info["sample_rate"]
     wave, rate = row.get("waveform"), row.get("sample_rate")
     if wave is None or (isinstance(wave, float) and np.isnan(wave)):
         raise ValueError("no 'path' and no 'waveform'")
     if rate is None or not np.isfinite(rate) or rate <= 0:
         raise ValueError(f"'sample_rate' must be a positive number of Hz, got {rate!r}")
-    return prepare_waveform(np.asarray(list(wave) if not isinstance(wave, np.ndarray) else wave, dtype=np.float32),
-                            int(rate), sr=sr)
+    y = np.asarray(list(wave) if not isinstance(wave, np.ndarray) else wave, dtype=np.float32)
+    return prepare_waveform(y, int(rate), sr=sr), int(rate)
 
 
 def prepare_waveform(y: np.ndarray, sample_rate: int, *, sr: int) -> np.ndarray:
@@ -216,7 +220,8 @@ def signature(class_names: list[str]) -> ModelSignature:
                      ColSpec(DataType.long, "sample_rate", required=False)])
     outputs = Schema([ColSpec(DataType.string, "label", required=False), ColSpec(DataType.double, "probability"),
                       *[ColSpec(DataType.double, f"p_{c}") for c in class_names],
-                      ColSpec(DataType.long, "n_windows"), ColSpec(DataType.string, "error")])
+                      ColSpec(DataType.long, "n_windows"), ColSpec(DataType.string, "error"),
+                      ColSpec(DataType.string, "warning", required=False)])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -262,22 +267,22 @@ def fluent_store(uri: str) -> Iterator[None]:
 def log_audio_model(run_id: str, estimator, *, config: dict, name: str = "model"):
     """Log the pyfunc under an existing run; returns mlflow's ModelInfo (model_uri = models:/<model id>).
 
-    config: sample_rate, duration_s, features, class_names, model_name; optional hop_s, feature_opts,
+    config: sample_rate, window_s, features, class_names, model_name; optional hop_s, feature_opts,
     configuration."""
-    missing = {"sample_rate", "duration_s", "features", "class_names", "model_name"} - set(config)
+    missing = {"sample_rate", "window_s", "features", "class_names", "model_name"} - set(config)
     if missing:
         raise ValueError(f"model config is missing {sorted(missing)}")
     with tempfile.TemporaryDirectory(prefix="soundflow-model-") as tmp:
         tmp = Path(tmp)
         fmt, cls = _save_estimator(estimator, tmp / "estimator")
-        cfg = {"hop_s": float(config["duration_s"]) / 2, "feature_opts": {}, **config,
+        cfg = {"hop_s": float(config["window_s"]) / 2, "feature_opts": {}, **config,
                "class_names": list(config["class_names"]), "estimator_format": fmt, "estimator_class": cls}
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str))
         with fluent_store(tracking_uri()), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
                 name=name, python_model=AudioClassifier(),
                 artifacts={"estimator": str(tmp / "estimator"), "config": str(tmp / CONFIG_FILE)},
-                code_paths=[str(Path(__file__).resolve().parent)],
+                code_paths=[str(Path(__file__).resolve().parents[1])],   # the tasks package
                 signature=signature(cfg["class_names"]), input_example=input_example(),
                 pip_requirements=requirements(fmt), metadata={"soundflow": {k: cfg[k] for k in
                                                                             ("model_name", "features", "sample_rate")}})

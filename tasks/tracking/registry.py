@@ -13,8 +13,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import digest
+from tasks.config import tracking_uri
+from tasks.data.manifest import class_names, read_manifest
+from tasks.errors import SoundflowError
 from tasks.evaluation.cv import training_set
-from tasks.evaluation.train import class_names
 from tasks.features.representations import resolved_opts
 from tasks.logs import run_logger
 from tasks.models import catalog
@@ -28,14 +30,28 @@ TAG_FOLDS = "folds_digest"
 
 
 def model_name(dataset: str) -> str:
-    """The registered model of a dataset: soundflow-<dataset>."""
+    """The registered model of a dataset (its name from ingestion: esc10, urbansound8k, a folder's name)."""
     return f"soundflow-{dataset}"
 
 
+def default_model_name() -> str:
+    """The registered soundflow model whose champion was registered last (a user's most recent dataset)."""
+    client = tracking.client()
+    best, newest = None, -1
+    for rm in client.search_registered_models("name LIKE 'soundflow-%'"):
+        champion = current_champion(rm.name, client=client)
+        if champion is not None and int(champion.creation_timestamp or 0) > newest:
+            best, newest = rm.name, int(champion.creation_timestamp or 0)
+    if best is None:
+        raise SoundflowError(f"no registered soundflow model with a @{ALIAS} in {tracking_uri()}: run the case study "
+                             "with --register-champion first, or pass --model")
+    return best
+
+
 def folds_digest(manifest_path: str, splits_path: str) -> str:
-    """What a CV accuracy was measured on: the clips (file, content, label) and the fold indices."""
+    """What a CV accuracy was measured on: the segments (recording, start, content, label) and the fold indices."""
     manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-    cols = [c for c in ("filename", "sha256", "class_id") if c in manifest.columns]
+    cols = [c for c in ("recording_id", "start_s", "content_hash", "class_id") if c in manifest.columns]
     with open(splits_path) as fh:
         splits = json.load(fh)
     return digest(manifest[cols].to_numpy().tolist(), splits)
@@ -44,9 +60,9 @@ def folds_digest(manifest_path: str, splits_path: str) -> str:
 def refit_full(spec: dict, manifest_path: str, features_path: str, *, aug_features_path: str | None = None,
                n_jobs: int = 1):
     """Fit the configuration `spec` (model, seed, hyper) on all clips (+ their augmented copies if given)."""
-    manifest = pd.read_csv(manifest_path, dtype={"source_id": str})
+    manifest = read_manifest(manifest_path)
     y = manifest["class_id"].to_numpy()
-    groups = manifest["source_id"].astype(str).to_numpy()
+    groups = manifest["group"].astype(str).to_numpy()
     X = np.asarray(np.load(features_path, mmap_mode="r"))
     X_aug = None if aug_features_path is None else np.asarray(np.load(aug_features_path, mmap_mode="r"))
     Xt, yt, gt = training_set(X, y, groups, np.arange(len(y)), X_aug)
@@ -138,14 +154,15 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
     best: a train_task result (name, model, features, augmented, cv_accuracy_mean; seed/hyper optional).
     inputs: manifest, splits, features {kind: path}, aug_features {kind: path}; optional feature_opts {kind: opts}
     (the options features_task was given; default none).
-    params: the flow's CaseStudyParams.model_dump() (dataset, sample_rate, duration_s, seed, hyper, n_jobs)."""
+    params: the flow's CaseStudyParams.model_dump() (sample_rate, window_s, hop_s, seed, hyper, n_jobs) plus
+    `dataset_name`, the name ingestion gave the dataset (the registered model is soundflow-<dataset_name>)."""
     log = run_logger(__name__)
     if best.get("family") == "ensemble":
         raise ValueError(f"{best['name']} is an ensemble; register the best single model (registry.best_single)")
     spec = _spec_of(best, params)
     feat = spec["features"]
     aug_path = inputs.get("aug_features", {}).get(feat) if spec["augmented"] else None
-    name = model_name(params.get("dataset", "esc10"))
+    name = model_name(params["dataset_name"])
     folds = folds_digest(inputs["manifest"], inputs["splits"])
     champ = current_champion(name)
     if champ is not None and champ.tags.get("configuration") == best["name"] and champ.tags.get("folds_digest") == folds \
@@ -162,10 +179,12 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
         est = refit_full(spec, inputs["manifest"], inputs["features"][feat], aug_features_path=aug_path,
                          n_jobs=int(params.get("n_jobs", 1)))
         refit_s = time.perf_counter() - t0
-        names = class_names(pd.read_csv(inputs["manifest"]))
+        manifest = read_manifest(inputs["manifest"])
+        names = class_names(manifest)
         info = log_audio_model(run_id, est, config={
             "model_name": name, "configuration": best["name"], "features": feat, "class_names": names,
-            "sample_rate": int(params["sample_rate"]), "duration_s": float(params["duration_s"]),
+            "sample_rate": int(params["sample_rate"]), "window_s": float(params["window_s"]),
+            "hop_s": float(params.get("hop_s") or params["window_s"]),
             "feature_opts": resolved_opts(feat, (inputs.get("feature_opts") or {}).get(feat, {}))})
         tracking.log_metrics(run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s})
         result = register_champion(run_id, info.model_uri, name=name, cv_accuracy=float(best["cv_accuracy_mean"]),

@@ -34,7 +34,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def comparison_figure(frame: pd.DataFrame, *, title: str = "5-fold accuracy (mean ± SEM)"):
+def comparison_figure(frame: pd.DataFrame, *, title: str = "k-fold accuracy (mean ± SEM)",
+                      chance_pct: float | None = None):
     """Horizontal bars with error bars, one per configuration."""
     import matplotlib
 
@@ -47,7 +48,8 @@ def comparison_figure(frame: pd.DataFrame, *, title: str = "5-fold accuracy (mea
     ax.barh(range(len(f)), f["accuracy_pct"], xerr=f["sem_pct"], color=[colors.get(x, "#b3b3b3") for x in f["family"]],
             error_kw={"elinewidth": 0.8, "capsize": 2})
     ax.set_yticks(range(len(f)), f["configuration"], fontsize=7)
-    ax.axvline(10, color="grey", lw=0.6, ls=":")
+    if chance_pct:
+        ax.axvline(chance_pct, color="grey", lw=0.6, ls=":", label="chance")
     ax.set_xlim(0, 100)
     ax.set_xlabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
@@ -70,8 +72,7 @@ def cnn1d_grid(frame: pd.DataFrame) -> pd.DataFrame | None:
 @task(cache_policy=NO_CACHE)
 def spectrogram_examples_task(clips_path: str, manifest_path: str, sr: int, parent_id: str, per_class: int = 3) -> None:
     """The book's Figure 12-5: spectrogram images of a few clips per class, logged on the parent run."""
-    from tasks.data.ingest import read_manifest
-    from tasks.evaluation.train import class_names
+    from tasks.data.manifest import class_names, read_manifest
     from tasks.features.representations import compute, example_grid
 
     manifest = read_manifest(manifest_path)
@@ -82,14 +83,30 @@ def spectrogram_examples_task(clips_path: str, manifest_path: str, sr: int, pare
 
 
 @task(cache_policy=NO_CACHE)
-def report_task(results: list[dict], parent_id: str, reports_dir: str) -> str:
-    """Publish the table as a Prefect artifact and MLflow artifacts (markdown, CSV, plot)."""
+def dataset_summary_task(data: dict, parent_id: str) -> int:
+    """The dataset summary (soundflow inspect) as a Prefect markdown artifact and an MLflow artifact; its class count."""
+    from tasks.data.ingest import dataset_info
+    from tasks.data.inspect import summarize, summary_markdown
+    from tasks.data.manifest import read_manifest, read_rejected
+
+    summary = summarize(read_manifest(data["manifest"]), read_rejected(data["rejected"]), dataset_info(data))
+    md = summary_markdown(summary)
+    tracking.log_text(parent_id, md, "dataset/summary.md")
+    tracking.log_file(parent_id, data["rejected"], "dataset")
+    create_markdown_artifact(markdown=md, key="dataset-summary", description=f"dataset {data['name']}")
+    return summary["n_classes"]
+
+
+@task(cache_policy=NO_CACHE)
+def report_task(results: list[dict], parent_id: str, reports_dir: str, n_classes: int | None = None) -> str:
+    """Publish the table as a Prefect artifact and MLflow artifacts (markdown, CSV, plot; chance = 1/n_classes)."""
     frame = results_frame(results)
     md = markdown_table(frame)
     url = tracking.run_url(parent_id)
     tracking.log_text(parent_id, md, "report/results.md")
     tracking.log_frame(parent_id, frame, "report/results.csv")
-    tracking.log_figure(parent_id, comparison_figure(frame), "report/comparison.png")
+    tracking.log_figure(parent_id, comparison_figure(frame, chance_pct=100 / n_classes if n_classes else None),
+                        "report/comparison.png")
     if len(frame):
         best = frame.iloc[0]
         tracking.log_metrics(parent_id, {"best_cv_accuracy_mean": best["accuracy_pct"] / 100})

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 
 from tasks import config
-from tasks.data.ingest import read_manifest
+from tasks.data.manifest import read_manifest
 
 MAX_PARAM_LEN = 6000
 _SAVE_LOCK = threading.Lock()
@@ -179,11 +179,19 @@ def _flow_run_tags() -> dict[str, str]:
     return tags
 
 
-def open_parent_run(experiment: str, params: dict, manifest_path: str, dataset_digest: str) -> tuple[str, str]:
-    """Create the experiment (once, before any fan-out) and the flow's parent run; returns (experiment id, run id)."""
+def open_parent_run(experiment: str, params: dict, data: dict) -> tuple[str, str]:
+    """Create the experiment (once, before any fan-out) and the flow's parent run; returns (experiment id, run id).
+
+    data: ingestion's result (manifest path, digest, dataset name and layout, counts, notes)."""
     exp_id = ensure_experiment(experiment)
+    manifest_path, dataset_digest = data["manifest"], data["digest"]
     manifest = read_manifest(manifest_path)
-    tags = {"soundflow.kind": "flow", "soundflow.dataset_digest": dataset_digest}
+    no_groups = any(n.startswith("no group information") for n in data.get("notes", []))
+    tags = {"soundflow.kind": "flow", "soundflow.dataset_digest": dataset_digest,
+            "soundflow.dataset": data.get("name", ""), "soundflow.layout": data.get("layout", ""),
+            "soundflow.recordings": str(data.get("n_recordings", "")), "soundflow.segments": str(len(manifest)),
+            "soundflow.groups": "none: each file is its own group (pass --group-pattern or a group column)"
+            if no_groups else "from the dataset"}
     run_id = start_run(exp_id, name=f"case-study {params.get('preset', '')}".strip(), params=params, tags=tags)
     log_dataset(run_id, manifest, name=experiment, digest=dataset_digest, source=str(Path(manifest_path).resolve()))
     log_file(run_id, manifest_path, "dataset")
