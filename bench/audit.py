@@ -127,7 +127,6 @@ def main() -> None:
         if n == max(args.sizes):
             keys["audit_s_per_1k"] = f"{total / (n / 1000):.2f}"
             near = result.timings["near_duplicates_s"]
-            keys["near_dup_s_per_1k_at_10k" if n == 10_000 else f"near_dup_s_per_1k_at_{n}"] = f"{near / (n / 1000):.3f}"
             keys["near_dup_s_at_40k_projected"] = f"{near * (40_000 / n) ** 2:.1f}"
     if not args.no_esc10 and ESC10.is_dir():
         keys.update(esc10())

@@ -166,6 +166,10 @@ def test_audit_proposes_the_planted_speaker_token(tmp_path):
     gap = leak_gap(X, m["class_id"].to_numpy(), m["recording_id"].to_numpy(),
                    apply_group_pattern(m["path"], result.proposed_pattern), k=4, seed=1)
     assert gap["accuracy_a"] - gap["accuracy_b"] > 0.25 and gap["significant"]
+    # once the speaker is given as the group, the same audit finds the split sound and proposes nothing
+    given = audit(m.assign(group=apply_group_pattern(m["path"], result.proposed_pattern)), clips, SR, X, seed=0)
+    assert given.split == "given groups" and not given.leak and given.proposed_pattern == ""
+    assert given.gap_points > 25 and "keep using them" in given.verdict
 
 
 def test_audit_no_false_alarm_when_speakers_only_colour_the_sound(tmp_path):

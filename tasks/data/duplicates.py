@@ -97,7 +97,7 @@ def near_duplicates(fp: np.ndarray, manifest: pd.DataFrame, *, threshold: float 
     fp = np.asarray(fp, np.float32)
     m = check_manifest(manifest, len(fp))
     rec = pd.factorize(m["recording_id"])[0]
-    ia, ib, sim = [], [], []
+    ia, ib, sim = [np.array([], int)], [np.array([], int)], [np.array([], np.float32)]
     for start in range(0, len(fp), chunk):
         stop = min(start + chunk, len(fp))
         block = fp[start:stop] @ fp[start:].T
@@ -107,8 +107,8 @@ def near_duplicates(fp: np.ndarray, manifest: pd.DataFrame, *, threshold: float 
         ia.append(a[keep])
         ib.append(b[keep])
         sim.append(block[i[keep], j[keep]])
-    cat = (lambda parts: np.concatenate(parts) if parts else np.array([], int))
-    return pair_frame(m, cat(ia), cat(ib), np.minimum(cat(sim).astype(float), 1.0), kind="near")
+    similarity = np.minimum(np.concatenate(sim).astype(float), 1.0)
+    return pair_frame(m, np.concatenate(ia), np.concatenate(ib), similarity, kind="near")
 
 
 def pair_frame(m: pd.DataFrame, ia: np.ndarray, ib: np.ndarray, similarity: np.ndarray, *,
