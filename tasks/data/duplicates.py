@@ -41,8 +41,9 @@ def fingerprints(clips: np.ndarray, sr: int, *, n_bands: int = 32, n_steps: int 
 
     The log-mel power is averaged into n_bands x n_steps cells, then differenced along frequency and time
     (Haitsma & Kalker's fingerprint, kept real-valued): the clip's spectral tilt and loudness envelope cancel,
-    so two takes of a similar sound differ while a copy at another level or with mild noise does not. A shift
-    of a few percent of the segment's length keeps the cosine above ~0.8 for most clips (bench/audit.py).
+    so two takes of a similar sound differ while a copy at another level or with mild noise does not. Shifts
+    must stay small beside a cell (segment / n_steps): on ESC-10's 5 s clips, copies shifted by 10, 20, 50
+    and 100 ms reach the default threshold 100%, 99.5%, 88% and 28% of the time (bench/audit.py).
     A constant signal (a digital steady tone) has no pattern and gets a zero vector: only its hash matches.
     """
     clips = np.atleast_2d(np.asarray(clips, np.float32))
