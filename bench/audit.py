@@ -25,11 +25,12 @@ import scipy.signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tasks.config import SHARED_ESC10  # noqa: E402
 from tasks.data.audit import audit  # noqa: E402
 from tasks.data.duplicates import DEFAULT_THRESHOLD, fingerprints  # noqa: E402
 
 SR = 16_000
-ESC10 = Path("/work/shared/datasets/esc10")
+ESC10 = SHARED_ESC10
 
 
 def generated(n: int, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, set[frozenset]]:
@@ -79,14 +80,14 @@ def esc10() -> dict:
     """Full audit of ESC-10 with its official folds, X given."""
     import tempfile
 
-    from tasks.features import compute
-    from tasks.ingest import build_manifest, read_manifest
+    from tasks.data.ingest import build
+    from tasks.data.manifest import read_manifest
+    from tasks.features.representations import compute
 
     out = Path(tempfile.gettempdir()) / "audit-bench-esc10"
-    manifest, clips_path, _ = build_manifest(ESC10, dataset="esc10", sr=22_050, out_dir=out)
-    m = read_manifest(manifest).rename(columns={"class_name": "label", "source_id": "group", "sha256": "content_hash"})
-    m["recording_id"], m["fold"] = m["filename"], m["fold"].astype("Int64")
-    clips = np.load(clips_path)
+    data = build(ESC10, dataset="esc10", sr=22_050, out_dir=out)
+    m = read_manifest(data["manifest"])
+    clips = np.load(data["clips"])
     X = compute("engineered", clips, 22_050)
     start = time.perf_counter()
     result = audit(m, clips, 22_050, X, seed=0)

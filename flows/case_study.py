@@ -13,6 +13,7 @@ from tasks.data.split import split_task, subset_task
 from tasks.evaluation.ensemble_cv import ensemble_task
 from tasks.evaluation.train import init_worker, longest_first, plan, train_task
 from tasks.features.representations import features_task
+from tasks.tracking.audit import audit_task
 from tasks.tracking.registry import best_single, register_task
 from tasks.tracking.report import dataset_summary_task, report_task, spectrogram_examples_task
 from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run
@@ -59,6 +60,10 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
         aug_clips = augment_task(data["clips"], data["manifest"], params.sample_rate, params.augmentation.model_dump(),
                                  params.seed, data_dir, params.n_jobs)
         aug_feats = {k: features_task(aug_clips, k, params.sample_rate, opts.get(k, {}), data_dir) for k in aug_kinds}
+    if params.audit:
+        engineered = feats.get("engineered") or features_task(data["clips"], "engineered", params.sample_rate,
+                                                              opts.get("engineered", {}), data_dir)
+        audit_task(data, engineered, params.sample_rate, params.seed, parent_id, str(config.stage_dir("reports")))
     inputs = {"manifest": data["manifest"], "splits": splits, "features": feats, "aug_features": aug_feats,
               "feature_opts": opts}
 

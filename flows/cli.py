@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import typing
+from pathlib import Path
 from typing import Any
 
 
@@ -60,8 +61,8 @@ def _load_args_file(args) -> dict[str, Any]:
     return {}
 
 
-def inspect_dataset(params) -> str:
-    """Ingest (or reuse) the dataset as a run would, and return its summary as markdown."""
+def inspect_dataset(params, *, audit: bool = False) -> str:
+    """Ingest (or reuse) the dataset as a run would, and return its summary (and audit) as markdown."""
     from tasks import config
     from tasks.data.ingest import build, dataset_info
     from tasks.data.inspect import summarize, summary_markdown
@@ -73,7 +74,16 @@ def inspect_dataset(params) -> str:
                  window_s=params.window_s, hop_s=params.hop_s, min_duration_s=params.min_duration_s,
                  out_dir=config.stage_dir("interim"), n_jobs=params.n_jobs)
     summary = summarize(read_manifest(data["manifest"]), read_rejected(data["rejected"]), dataset_info(data))
-    return summary_markdown(summary)
+    text = summary_markdown(summary)
+    if audit:
+        from tasks.data.audit import summary_markdown as audit_markdown
+        from tasks.features.representations import features_file
+        from tasks.tracking.audit import run_audit
+
+        engineered = features_file(Path(data["clips"]), "engineered", params.sample_rate, {},
+                                   config.stage_dir("features"), n_jobs=params.n_jobs)
+        text += "\n" + audit_markdown(run_audit(data, str(engineered), params.sample_rate, seed=params.seed))
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("dataset", "group_pattern", "window_s", "hop_s", "min_duration_s", "sample_rate"):
         field = CaseStudyParams.model_fields[name]
         insp.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=field.description)
+    insp.add_argument("--audit", action="store_true", help="also run the leakage audit (duplicates, group hints, "
+                      "what a leaky split costs a fast model)")
 
     serve = sub.add_parser("serve", help="serve the case study as a scheduled Prefect deployment (needs a Prefect server)")
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule [default: nightly 02:00]")
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         params = Params(source=args.source, **{k: v for k, v in vars(args).items()
                                               if k in Params.model_fields and k != "source" and v is not None})
         try:
-            print(inspect_dataset(params), end="")
+            print(inspect_dataset(params, audit=args.audit), end="")
         except SoundflowError as exc:
             print(f"soundflow inspect: {exc}", file=sys.stderr)
             return 2

@@ -38,6 +38,7 @@ class CaseStudyParams(BaseModel):
     ensemble_members: int = Field(5, ge=2, le=20, description="how many configurations an ensemble mixes: the best of each representation first, then of each family, then the next best")
     optimizer: str = Field("jaya", description="weight search for 'weighted': bbpso, jaya, de, ro, gwo, ga")
     register_champion: bool = Field(True, description="refit the best configuration on all data and register it as champion if it wins")
+    audit: bool = Field(True, description="leakage audit: duplicates across folds, group hints from file names, and what ignoring them costs (never changes the split)")
     n_jobs: int = Field(2, ge=1, le=64, description="parallel model fits / worker processes")
     reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
 

@@ -10,15 +10,23 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from tasks.audio import load_audio
 from tasks.cache import file_sha256
-from tasks.data.audit import (AuditResult, apply_group_pattern, audit, duplicates_csv, group_hints, leak_gap,
-                              summary_markdown)
+from tasks.config import SHARED_ESC10
+from tasks.data.audio import load_audio
+from tasks.data.audit import (
+    AuditResult,
+    apply_group_pattern,
+    audit,
+    duplicates_csv,
+    group_hints,
+    leak_gap,
+    summary_markdown,
+)
 from tasks.data.duplicates import PAIR_COLUMNS, exact_duplicates, fingerprints, near_duplicates
-from tasks.features import compute
+from tasks.features.representations import compute
 
 SR = 16000
-ESC10 = Path("/work/shared/datasets/esc10")
+ESC10 = SHARED_ESC10
 SPEAKERS = [f"spk{i:02d}" for i in range(1, 9)]
 LABELS = ["dog", "cat", "bird", "cow"]
 
@@ -182,16 +190,14 @@ def test_audit_no_false_alarm_when_speakers_only_colour_the_sound(tmp_path):
 
 
 def _esc10(tmp_path_factory) -> tuple[pd.DataFrame, np.ndarray]:
-    """ESC-10 through the current ingestion, its columns mapped to the audit's names."""
+    """ESC-10 through the ingestion."""
     if not ESC10.is_dir():
         pytest.skip(f"ESC-10 not found at {ESC10}")
-    from tasks.ingest import build_manifest, read_manifest
+    from tasks.data.ingest import build
+    from tasks.data.manifest import read_manifest
 
-    manifest, clips, _ = build_manifest(ESC10, dataset="esc10", sr=22050, out_dir=tmp_path_factory.mktemp("esc10"))
-    m = read_manifest(manifest).rename(columns={"class_name": "label", "source_id": "group", "sha256": "content_hash"})
-    m["recording_id"] = m["filename"]
-    m["fold"] = m["fold"].astype("Int64")
-    return m, np.load(clips)
+    data = build(ESC10, dataset="esc10", sr=22050, out_dir=tmp_path_factory.mktemp("esc10"))
+    return read_manifest(data["manifest"]), np.load(data["clips"])
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,9 @@ def test_parent_and_child_runs(smoke_run):
     assert parent.inputs.dataset_inputs, "manifest logged as the dataset input"
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
     assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png"} <= arts
+    # the leakage audit ran on the official folds and found nothing crossing them
+    assert parent.data.tags["soundflow.audit.group_pattern"] == ""
+    assert "audit/summary.md" in {a.path for a in c.list_artifacts(parent.info.run_id, "audit")}
 
     children = _children(c, parent.info.run_id)
     names = {r.info.run_name for r in children}

@@ -61,6 +61,8 @@ def test_runs_are_named_per_dataset_and_scored_per_recording(own_run):
     assert parent.data.tags["soundflow.layout"] == "csv" and parent.data.tags["soundflow.recordings"] == "12"
     assert parent.data.tags["soundflow.groups"].startswith("none")          # the run says it had no groups
     assert "dataset/summary.md" in {a.path for a in c.list_artifacts(parent.info.run_id, "dataset")}
+    assert {"audit/summary.md", "audit/duplicates.csv"} <= {a.path for a in c.list_artifacts(parent.info.run_id, "audit")}
+    assert parent.data.tags["soundflow.audit.verdict"] and "soundflow.audit.gap_points" in parent.data.tags
     children = c.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     model_runs = [r for r in children if r.data.tags.get("soundflow.kind") == "model"]
     assert {r.info.run_name for r in model_runs} == {"logreg/engineered", "gaussian_nb/engineered"}

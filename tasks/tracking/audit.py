@@ -1,0 +1,43 @@
+"""Publish the leakage audit (tasks/data/audit.py) of a run: MLflow artifacts and tags, a warning when it leaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.cache import save_text
+from tasks.data.audit import audit, duplicates_csv, summary_markdown
+from tasks.data.manifest import read_manifest
+from tasks.logs import run_logger
+from tasks.tracking import runs as tracking
+
+
+def run_audit(data: dict, features_path: str, sr: int, *, seed: int):
+    """The audit of an ingested dataset (its manifest and clips) with its engineered vectors."""
+    manifest = read_manifest(data["manifest"])
+    clips = np.load(data["clips"], mmap_mode="r")
+    return audit(manifest, clips, sr, np.load(features_path, mmap_mode="r"), seed=seed)
+
+
+@task(cache_policy=NO_CACHE)
+def audit_task(data: dict, features_path: str, sr: int, seed: int, parent_id: str, reports_dir: str) -> dict:
+    """Audit, then log audit/summary.md, audit/duplicates.csv and soundflow.audit.* tags; never changes the split."""
+    log = run_logger(__name__)
+    result = run_audit(data, features_path, sr, seed=seed)
+    md = summary_markdown(result)
+    tracking.log_text(parent_id, md, "audit/summary.md")
+    tracking.log_frame(parent_id, duplicates_csv(result), "audit/duplicates.csv")
+    for key, value in result.tags().items():
+        tracking.client().set_tag(parent_id, key, value)
+    create_markdown_artifact(markdown=md, key="leakage-audit", description="soundflow leakage audit")
+    path = save_text(Path(reports_dir) / "audit.md", md)
+    if result.leak:
+        log.warning("leakage audit: %s", result.verdict)
+    else:
+        log.info("leakage audit: %s (%.1f s)", result.verdict, result.timings.get("total_s", 0.0))
+    return {"verdict": result.verdict, "leak": result.leak, "gap_points": result.gap_points,
+            "group_pattern": result.proposed_pattern, "summary": str(path)}
