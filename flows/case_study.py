@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.params import CaseStudyParams
+from flows.runners import task_runner
 from tasks import config
 from tasks.augment.copies import augment_task
 from tasks.data.ingest import ingest
 from tasks.data.sources import fetch_dataset
-from tasks.data.split import split_task, subset_task
+from tasks.data.split import n_folds, split_task, subset_task
+from tasks.errors import SoundflowError
 from tasks.evaluation.ensemble_cv import ensemble_task
-from tasks.evaluation.train import init_worker, longest_first, plan, train_task
+from tasks.evaluation.train import fold_outcome, fold_task, longest_first, plan
 from tasks.features.representations import features_task
 from tasks.tracking.audit import audit_task
+from tasks.tracking.cv_runs import log_configuration_task
 from tasks.tracking.registry import best_single, register_task
 from tasks.tracking.report import dataset_summary_task, report_task, spectrogram_examples_task
 from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run
@@ -24,14 +26,23 @@ def _mark_mlflow_failed(flow, flow_run, state) -> None:
     fail_runs_of_flow_run(str(flow_run.id))
 
 
-# Model trainings run in two worker processes (one per core, TensorFlow pinned to one thread each):
-# Keras keeps global state per process, and BLAS/TF threads don't add up across Python threads.
-WORKERS = 2
+@flow(name="cross-validation")
+def cross_validation(specs: list[dict], inputs: dict, n_folds: int, experiment_id: str, parent_id: str,
+                     results_dir: str) -> tuple[list[dict], list[str]]:
+    """Every (configuration, fold) is one task on this flow's runner; a configuration is logged once its folds are
+    done. Returns the results and the configurations that failed (their runs FAILED, the others go on)."""
+    futures = {(s["name"], k): fold_task.submit(s, inputs, k, results_dir) for s in specs for k in range(n_folds)}
+    results, failed = [], []
+    for spec in specs:
+        folds = [fold_outcome(futures[(spec["name"], k)], spec, k) for k in range(n_folds)]
+        try:
+            results.append(log_configuration_task(spec, inputs, folds, experiment_id, parent_id, results_dir))
+        except SoundflowError as exc:
+            failed.append(str(exc))
+    return results, failed
 
 
-@flow(name="case-study", task_runner=ProcessPoolTaskRunner(max_workers=WORKERS, initializer=init_worker,
-                                                            initargs=(WORKERS,)),
-      validate_parameters=True,
+@flow(name="case-study", validate_parameters=True,
       on_failure=[_mark_mlflow_failed], on_crashed=[_mark_mlflow_failed], on_cancellation=[_mark_mlflow_failed])
 def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B008 (Prefect shows the default)
     """Ingest -> split -> features (+ augmented training copies) -> k-fold CV per model -> ensembles -> report."""
@@ -67,11 +78,12 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     inputs = {"manifest": data["manifest"], "splits": splits, "features": feats, "aug_features": aug_feats,
               "feature_opts": opts}
 
-    log.info("cross-validating %d configurations on %d clips", len(specs), data["n_clips"])
+    log.info("cross-validating %d configurations on %d clips (%s runner)", len(specs), data["n_clips"], params.runner)
     results_dir = str(config.stage_dir("results"))
+    runner = task_runner(params.runner, n_jobs=params.n_jobs, dask_address=params.dask_address)
     with config.workers_share_prefect_api():
-        futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in longest_first(specs)]
-        results = [f.result() for f in futures]
+        results, failed = cross_validation.with_options(task_runner=runner)(
+            longest_first(specs), inputs, n_folds(splits), exp_id, parent_id, results_dir)
 
     if params.ensembles and len(results) > 1:
         results += ensemble_task(results, data["manifest"], splits, params.ensembles, n_members=params.ensemble_members,
@@ -83,6 +95,9 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     if params.register_champion:
         champion = register_task(best_single(results), inputs, {**params.model_dump(), "dataset_name": data["name"]},
                                  exp_id, parent_id)
+    if failed:
+        raise SoundflowError(f"{len(failed)} configuration(s) failed (their MLflow runs are FAILED, the others "
+                             f"finished): {'; '.join(failed)}")
     end_run(parent_id, "FINISHED")
     best = max(results, key=lambda r: r["cv_accuracy_mean"])
     return {"parent_run_id": parent_id, "experiment_id": exp_id, "best": best["name"],

@@ -39,7 +39,9 @@ class CaseStudyParams(BaseModel):
     optimizer: str = Field("jaya", description="weight search for 'weighted': bbpso, jaya, de, ro, gwo, ga")
     register_champion: bool = Field(True, description="refit the best configuration on all data and register it as champion if it wins")
     audit: bool = Field(True, description="leakage audit: duplicates across folds, group hints from file names, and what ignoring them costs (never changes the split)")
-    n_jobs: int = Field(2, ge=1, le=64, description="parallel model fits / worker processes")
+    n_jobs: int = Field(2, ge=1, le=64, description="worker processes for the (configuration, fold) tasks and ingestion")
+    runner: Literal["local", "dask"] = Field("local", description="where the (configuration, fold) tasks run: a local process pool, or Dask (needs the dask extra)")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask; none: a LocalCluster of n_jobs workers)")
     reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from mlflow import MlflowClient
 
 from flows.params import preset
 from tasks import config
+from tasks.errors import SoundflowError
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +84,20 @@ def test_second_run_reuses_results(smoke_run):
 def test_failing_flow_marks_mlflow_run_failed(prefect_harness, esc10_dir):
     from flows.case_study import case_study
 
-    # Valid parameters, but the 1D CNN cannot be built (kernel 0): the training task fails in a pool worker.
-    params = preset("smoke", source=str(esc10_dir), experiment="test-flow-fail", models=["cnn1d_shallow_k3"],
-                    augmented=[], hyper={"cnn1d_shallow_k3": {"epochs": 1, "kernel": 0}})
-    with pytest.raises(ValueError):
+    # Valid parameters, but the 1D CNN cannot be built (kernel 0): its fold tasks fail in pool workers, while
+    # the other configuration goes on and is logged; the flow then fails, naming the configuration.
+    params = preset("smoke", source=str(esc10_dir), experiment="test-flow-fail", models=["cnn1d_shallow_k3", "gaussian_nb"],
+                    features=["raw"], augmented=[], ensembles=[], hyper={"cnn1d_shallow_k3": {"epochs": 1, "kernel": 0}})
+    with pytest.raises(SoundflowError, match=r"cnn1d_shallow_k3/raw: fold \d failed: ValueError"):
         case_study(params)
     c = MlflowClient(config.tracking_uri())
     exp = c.get_experiment_by_name("test-flow-fail")
-    runs = c.search_runs([exp.experiment_id])
-    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert nested and len(runs) > len(nested)                     # the parent and the model's run both exist
-    assert all(r.info.status == "FAILED" for r in runs)
+    runs = {r.info.run_name: r for r in c.search_runs([exp.experiment_id])}
+    assert runs["cnn1d_shallow_k3/raw"].info.status == "FAILED" and "ValueError" in runs["cnn1d_shallow_k3/raw"].data.tags["error"]
+    assert runs["gaussian_nb/raw"].info.status == "FINISHED"         # the others went on
+    parents = [r for r in runs.values() if "mlflow.parentRunId" not in r.data.tags]
+    assert parents and all(r.info.status == "FAILED" for r in parents)
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
 
 
 def test_pool_workers_get_the_flow_api_only_while_training(prefect_harness, monkeypatch):

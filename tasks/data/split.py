@@ -105,6 +105,11 @@ def load_splits(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(np.array(s["train"], dtype=int), np.array(s["test"], dtype=int)) for s in json.load(fh)]
 
 
+def n_folds(path: str) -> int:
+    """How many (train, test) splits a splits file holds."""
+    return len(load_splits(path))
+
+
 def subset_rows(manifest: pd.DataFrame, *, per_class_fold: int) -> np.ndarray:
     """Row indices of the segments of the first `per_class_fold` recordings of each (class, fold)."""
     recs = manifest.drop_duplicates("recording_id")

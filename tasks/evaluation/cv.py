@@ -48,34 +48,51 @@ def training_set(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.nda
     return Xt, yt, gt
 
 
+def fit_and_score(make_estimator: Callable[[], object], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                  train: np.ndarray, test: np.ndarray, *, n_classes: int, X_aug: np.ndarray | None = None,
+                  score_aug_test: bool = False) -> dict:
+    """One fold: fit on the training rows (+ their copies), score the test rows (+ their copies if asked).
+
+    Returns the estimator, test probabilities (len(test), C), aug_proba (len(test), n_copies, C) or None,
+    fit and predict seconds."""
+    Xt, yt, gt = training_set(X, y, groups, train, X_aug)
+    est = make_estimator()
+    t0 = time.perf_counter()
+    if "groups" in inspect.signature(est.fit).parameters:
+        est.fit(Xt, yt, groups=gt)
+    else:
+        est.fit(Xt, yt)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba = predict_proba(est, np.asarray(X[test]), n_classes)
+    pred_s = time.perf_counter() - t0
+    aug = None
+    if score_aug_test and X_aug is not None:
+        flat = np.asarray(X_aug[test]).reshape((-1,) + X.shape[1:])
+        aug = predict_proba(est, flat, n_classes).reshape(len(test), X_aug.shape[1], n_classes)
+    return {"estimator": est, "proba": proba, "aug_proba": aug, "fit_seconds": fit_s, "predict_seconds": pred_s}
+
+
 def cross_validate(make_estimator: Callable[[], object], X: np.ndarray, y: np.ndarray, splits, *,
                    groups: np.ndarray, n_classes: int, X_aug: np.ndarray | None = None,
                    score_aug_test: bool = False, on_fold: Callable[[int, dict], None] | None = None) -> dict:
-    """Out-of-fold probabilities and timings; test folds are always the original clips.
-
-    With score_aug_test (the book's protocol) the augmented copies of test clips are scored too,
-    their probabilities returned as `aug_proba` (n, n_copies, C)."""
+    """Out-of-fold probabilities and timings, one fold after another (benchmarks, tests; the flow runs
+    fit_and_score per fold in parallel). Test folds are always the original clips; with score_aug_test (the
+    book's protocol) the augmented copies of test clips are scored too, as `aug_proba` (n, n_copies, C)."""
     proba = np.full((len(y), n_classes), np.nan)
     aug_proba = None
     if score_aug_test and X_aug is not None:
         aug_proba = np.full(X_aug.shape[:2] + (n_classes,), np.nan)
     fit_s, pred_s = [], []
     for k, (train, test) in enumerate(splits):
-        Xt, yt, gt = training_set(X, y, groups, train, X_aug)
-        est = make_estimator()
-        t0 = time.perf_counter()
-        if "groups" in inspect.signature(est.fit).parameters:
-            est.fit(Xt, yt, groups=gt)
-        else:
-            est.fit(Xt, yt)
-        fit_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        proba[test] = predict_proba(est, X[test], n_classes)
-        pred_s.append(time.perf_counter() - t0)
+        res = fit_and_score(make_estimator, X, y, groups, train, test, n_classes=n_classes, X_aug=X_aug,
+                            score_aug_test=score_aug_test)
+        proba[test] = res["proba"]
         if aug_proba is not None:
-            flat = X_aug[test].reshape((-1,) + X.shape[1:])
-            aug_proba[test] = predict_proba(est, flat, n_classes).reshape(len(test), X_aug.shape[1], n_classes)
-        fold_acc = float(np.mean(proba[test].argmax(1) == y[test]))
+            aug_proba[test] = res["aug_proba"]
+        fit_s.append(res["fit_seconds"])
+        pred_s.append(res["predict_seconds"])
         if on_fold:
-            on_fold(k, {"fold": k, "accuracy": fold_acc, "fit_seconds": fit_s[-1], "estimator": est})
+            fold_acc = float(np.mean(res["proba"].argmax(1) == y[test]))
+            on_fold(k, {"fold": k, "accuracy": fold_acc, "fit_seconds": fit_s[-1], "estimator": res["estimator"]})
     return {"proba": proba, "aug_proba": aug_proba, "fit_seconds": fit_s, "predict_seconds": pred_s}

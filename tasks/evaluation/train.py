@@ -1,21 +1,19 @@
-"""One model x representation under k-fold CV: fit, score, and log a nested MLflow run."""
+"""The cross-validation plan: configurations (model x representation [+ copies]), each fitted fold by fold."""
 from __future__ import annotations
 
 import json
-import time
+import os
 from pathlib import Path
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import digest, save_json, save_npy
-from tasks.data.manifest import class_names, pooling, read_manifest
+from tasks.cache import atomic_path, digest
+from tasks.data.manifest import class_names, read_manifest
 from tasks.data.split import load_splits
-from tasks.evaluation.cv import cross_validate
-from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
+from tasks.evaluation.cv import fit_and_score
 from tasks.models import catalog
-from tasks.tracking import runs as tracking
 
 
 def run_name(model: str, features: str, augmented: bool, repeat: int | None = None) -> str:
@@ -24,97 +22,85 @@ def run_name(model: str, features: str, augmented: bool, repeat: int | None = No
     return f"{name}#{repeat}" if repeat is not None else name
 
 
-def _load(path: str | None):
-    return None if path is None else np.load(path, mmap_mode="r")
-
-
-def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: str) -> None:
-    tracking.log_series(run_id, "fold_accuracy", summary["fold_accuracy"])
-    tracking.log_series(run_id, "fold_macro_f1", summary["fold_macro_f1"])
-    metrics = scalar_metrics(summary)
-    metrics["fit_seconds"] = float(np.sum(cv["fit_seconds"]))
-    metrics["predict_seconds"] = float(np.sum(cv["predict_seconds"]))
-    if cv.get("aug_test_accuracy") is not None:
-        metrics["aug_test_accuracy"] = cv["aug_test_accuracy"]
-    tracking.log_metrics(run_id, metrics)
-    tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=title), "confusion_matrix.png")
-    tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
-    tracking.log_text(run_id, summary["report"], "classification_report.txt")
-
-
-def _log_keras_fold(run_id: str, est, X_example: np.ndarray) -> None:
-    """Learning curves and the fold-0 network (Keras flavor; its input is the estimator's scaled model input)."""
-    from tasks.models.keras_model import learning_curve_figure
-
-    tracking.log_figure(run_id, learning_curve_figure(est.history_), "learning_curve.png")
-    x = est._scale(est._as_model_input(np.asarray(X_example, dtype=np.float32)))
-    if est.crop_frames_ and est.predict_crops:
-        x = est._crops(x, 1)[0]                     # the network sees one crop at a time
-    tracking.log_keras_model(run_id, est.model_, x)
-
-
-@task(cache_policy=NO_CACHE, task_run_name="train {spec[name]}")
-def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, results_dir: str) -> dict:
-    """Cross-validate one configuration; reuse a finished result from disk if its inputs are unchanged.
-
-    spec: name, model, features, augmented, seed, hyper, n_jobs, score_aug_test.
-    inputs: manifest, splits, features {kind: path}, aug_features {kind: path}."""
-    log = get_run_logger()
-    manifest = read_manifest(inputs["manifest"])
-    names = class_names(manifest)
-    y = manifest["class_id"].to_numpy()
-    groups = manifest["group"].astype(str).to_numpy()
-    owner, weights = pooling(manifest)
-    splits = load_splits(inputs["splits"])
+def config_dir(spec: dict, inputs: dict, results_dir: str | Path) -> Path:
+    """Where a configuration's fold results live: its name plus a digest of everything they depend on."""
     feat = spec["features"]
     aug_path = inputs["aug_features"].get(feat) if spec["augmented"] else None
     key = digest(spec, Path(inputs["features"][feat]).name, Path(aug_path).name if aug_path else None,
                  Path(inputs["splits"]).read_text())
-    out = Path(results_dir) / f"{spec['name'].replace('/', '_')}-{key}"
-    params = {"model": spec["model"], "features": feat, "augmented": spec["augmented"], "seed": spec["seed"],
-              "family": catalog.info(spec["model"]).family, "hyper": spec.get("hyper") or {}}
-    if spec.get("augmentation"):
-        params["augmentation"] = spec["augmentation"]
-    with tracking.run(experiment_id, name=spec["name"], params=params, parent_id=parent_id,
-                      tags={"soundflow.kind": "model", "soundflow.config": spec["name"]}) as run_id:
-        if (out / "summary.json").exists() and (out / "proba.npy").exists():
-            log.info("%s: reusing the finished result in %s", spec["name"], out)
-            proba = np.load(out / "proba.npy")
-            cv = json.loads((out / "summary.json").read_text())
-            tracking.client().set_tag(run_id, "soundflow.reused", "true")
-        else:
-            X, X_aug = _load(inputs["features"][feat]), _load(aug_path)
-            factory = catalog.make(spec["model"], seed=spec["seed"], n_jobs=spec.get("n_jobs", 1), hyper=spec.get("hyper"))
-            t0 = time.perf_counter()
+    return Path(results_dir) / f"{spec['name'].replace('/', '_')}-{key}"
 
-            def on_fold(k: int, info: dict) -> None:
-                log.info("%s: fold %d/%d accuracy %.3f (fit %.1fs)", spec["name"], k + 1, len(splits),
-                         info["accuracy"], info["fit_seconds"])
-                est = info["estimator"]
-                if hasattr(est, "history_"):
-                    tracking.log_history(run_id, est.history_, fold=k)
-                    if k == 0:
-                        _log_keras_fold(run_id, est, np.asarray(X[splits[0][1][:2]]))
 
-            res = cross_validate(factory, np.asarray(X), y, splits, groups=groups, n_classes=len(names),
-                                 X_aug=None if X_aug is None else np.asarray(X_aug),
-                                 score_aug_test=spec.get("score_aug_test", False), on_fold=on_fold)
-            proba = res["proba"]
-            cv = {"fit_seconds": res["fit_seconds"], "predict_seconds": res["predict_seconds"],
-                  "wall_seconds": time.perf_counter() - t0, "aug_test_accuracy": None}
-            if res["aug_proba"] is not None:
-                tested = ~np.isnan(res["aug_proba"][..., 0])
-                hits = res["aug_proba"].argmax(-1) == y[:, None]
-                cv["aug_test_accuracy"] = float(hits[tested].mean())
-            save_npy(out / "proba.npy", proba)
-            save_json(out / "summary.json", cv)
-        summary = cv_summary(y, proba, splits, names, owner=owner, weights=weights)
-        _log_result(run_id, summary, cv, names, spec["name"])
-        log.info("%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"], 100 * summary["cv_accuracy_sem"])
-    return {"name": spec["name"], "model": spec["model"], "features": feat, "augmented": spec["augmented"],
-            "family": params["family"], "run_id": run_id, "proba": str(out / "proba.npy"),
-            "cv_accuracy_mean": summary["cv_accuracy_mean"], "cv_accuracy_sem": summary["cv_accuracy_sem"],
-            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"]))}
+def fit_fold(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
+    """Train one configuration on one fold and score its test rows; written to <config dir>/fold-<k>.npz.
+
+    Pure of tracking: reads paths, writes files, returns small values. An existing fold file (same
+    configuration, features, copies and splits) is reused, so an interrupted run resumes fold by fold."""
+    out = config_dir(spec, inputs, results_dir)
+    path = out / f"fold-{fold}.npz"
+    if path.exists():
+        return {**_fold_info(path), "name": spec["name"], "fold": fold, "reused": True, "pid": os.getpid()}
+    manifest = read_manifest(inputs["manifest"])
+    y, groups = manifest["class_id"].to_numpy(), manifest["group"].astype(str).to_numpy()
+    train, test = load_splits(inputs["splits"])[fold]
+    feat = spec["features"]
+    X = np.load(inputs["features"][feat], mmap_mode="r")
+    aug_path = inputs["aug_features"].get(feat) if spec["augmented"] else None
+    X_aug = None if aug_path is None else np.load(aug_path, mmap_mode="r")
+    factory = catalog.make(spec["model"], seed=spec["seed"], n_jobs=spec.get("n_jobs", 1), hyper=spec.get("hyper"))
+    res = fit_and_score(factory, X, y, groups, train, test, n_classes=len(class_names(manifest)), X_aug=X_aug,
+                        score_aug_test=spec.get("score_aug_test", False))
+    est = res["estimator"]
+    history = getattr(est, "history_", None)
+    if history is not None and fold == 0:   # the fold-0 network, logged with the configuration's run
+        est.save(out / "fold0.keras")
+        np.save(out / "fold0_example.npy", np.asarray(X[test[:2]]))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, test=test, proba=res["proba"],
+                 aug_proba=res["aug_proba"] if res["aug_proba"] is not None else np.zeros(0),
+                 fit_seconds=res["fit_seconds"], predict_seconds=res["predict_seconds"],
+                 history=json.dumps(history or {}))
+    return {**_fold_info(path), "name": spec["name"], "fold": fold, "reused": False, "pid": os.getpid()}
+
+
+def _fold_info(path: Path) -> dict:
+    with np.load(path) as z:
+        return {"path": str(path), "fit_seconds": float(z["fit_seconds"]), "n_test": int(len(z["test"]))}
+
+
+def assemble(fold_paths: list[str], n: int, n_classes: int, y: np.ndarray) -> tuple[np.ndarray, dict, list[dict]]:
+    """Out-of-fold probabilities (n, C; NaN where never tested), timings and per-fold histories from fold files."""
+    proba = np.full((n, n_classes), np.nan)
+    cv = {"fit_seconds": [], "predict_seconds": [], "aug_test_accuracy": None}
+    hits, histories = [], []
+    for path in fold_paths:
+        with np.load(path) as z:
+            proba[z["test"]] = z["proba"]
+            cv["fit_seconds"].append(float(z["fit_seconds"]))
+            cv["predict_seconds"].append(float(z["predict_seconds"]))
+            if z["aug_proba"].size:
+                hits.append((z["aug_proba"].argmax(-1) == y[z["test"]][:, None]).ravel())
+            histories.append(json.loads(str(z["history"])))
+    if hits:
+        cv["aug_test_accuracy"] = float(np.concatenate(hits).mean())
+    return proba, cv, histories
+
+
+def fold_outcome(future, spec: dict, fold: int) -> dict:
+    """A fold task's result, or {"fold", "error"} if it failed (the configuration is then marked FAILED)."""
+    try:
+        return future.result()
+    except Exception as exc:  # any failure of one fold: reported on its configuration, the others go on
+        return {"name": spec["name"], "fold": fold, "error": f"{type(exc).__name__}: {exc}"}
+
+
+@task(cache_policy=NO_CACHE, task_run_name="fit {spec[name]} fold {fold}")
+def fold_task(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
+    """One (configuration, fold) unit of parallel work (see fit_fold)."""
+    info = fit_fold(spec, inputs, fold, results_dir)
+    get_run_logger().info("%s: fold %d %s (fit %.1f s)", spec["name"], fold + 1,
+                          "reused" if info["reused"] else "done", info["fit_seconds"])
+    return info
 
 
 _FAMILY_COST = {"cnn2d": 0, "cnn1d": 1, "mlp": 2, "classical": 3}

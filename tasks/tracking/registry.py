@@ -151,7 +151,7 @@ def _spec_of(best: dict, params: dict) -> dict:
 def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, parent_id: str) -> dict:
     """Refit the best CV configuration on all clips, log it as a pyfunc and register it (nested run "champion-refit").
 
-    best: a train_task result (name, model, features, augmented, cv_accuracy_mean; seed/hyper optional).
+    best: a configuration's result (tracking/cv_runs.py) (name, model, features, augmented, cv_accuracy_mean; seed/hyper optional).
     inputs: manifest, splits, features {kind: path}, aug_features {kind: path}; optional feature_opts {kind: opts}
     (the options features_task was given; default none).
     params: the flow's CaseStudyParams.model_dump() (sample_rate, window_s, hop_s, seed, hyper, n_jobs) plus

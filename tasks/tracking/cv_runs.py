@@ -1,0 +1,94 @@
+"""One nested MLflow run per configuration, logged in one place once its folds have finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.cache import save_json, save_npy
+from tasks.data.manifest import class_names, pooling, read_manifest
+from tasks.data.split import load_splits
+from tasks.errors import SoundflowError
+from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
+from tasks.evaluation.train import assemble, config_dir
+from tasks.models import catalog
+from tasks.tracking import runs as tracking
+
+
+def params_of(spec: dict) -> dict:
+    """The parameters every configuration's run carries (the compare view lines them up)."""
+    params = {"model": spec["model"], "features": spec["features"], "augmented": spec["augmented"],
+              "seed": spec["seed"], "family": catalog.info(spec["model"]).family, "hyper": spec.get("hyper") or {}}
+    if spec.get("augmentation"):
+        params["augmentation"] = spec["augmentation"]
+    return params
+
+
+@task(cache_policy=NO_CACHE, task_run_name="log {spec[name]}")
+def log_configuration_task(spec: dict, inputs: dict, folds: list[dict], experiment_id: str, parent_id: str,
+                           results_dir: str) -> dict:
+    """Assemble the folds' out-of-fold probabilities, score them per recording and log the nested run.
+
+    folds: fit_fold results, or {"fold": k, "error": "..."} for a fold that failed: the run is then FAILED
+    (with the error as a tag) and SoundflowError is raised, so the flow can go on with the others."""
+    log = get_run_logger()
+    manifest = read_manifest(inputs["manifest"])
+    names, y = class_names(manifest), manifest["class_id"].to_numpy()
+    owner, weights = pooling(manifest)
+    splits = load_splits(inputs["splits"])
+    out = config_dir(spec, inputs, results_dir)
+    with tracking.run(experiment_id, name=spec["name"], params=params_of(spec), parent_id=parent_id,
+                      tags={"soundflow.kind": "model", "soundflow.config": spec["name"]}) as run_id:
+        failed = [f for f in folds if f.get("error")]
+        if failed:
+            raise SoundflowError(f"{spec['name']}: fold {failed[0]['fold'] + 1} failed: {failed[0]['error']}")
+        ordered = sorted(folds, key=lambda f: f["fold"])
+        proba, cv, histories = assemble([f["path"] for f in ordered], len(y), len(names), y)
+        if all(f.get("reused") for f in ordered):
+            tracking.client().set_tag(run_id, "soundflow.reused", "true")
+        summary = cv_summary(y, proba, splits, names, owner=owner, weights=weights)
+        _log_result(run_id, summary, cv, names, spec["name"])
+        for k, history in enumerate(histories):
+            if history:
+                tracking.log_history(run_id, history, fold=k)
+        if histories and histories[0]:
+            _log_keras_fold(run_id, out, histories[0])
+        save_npy(out / "proba.npy", proba)
+        save_json(out / "summary.json", cv)
+        log.info("%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"],
+                 100 * summary["cv_accuracy_sem"])
+    return {"name": spec["name"], "model": spec["model"], "features": spec["features"], "augmented": spec["augmented"],
+            "family": catalog.info(spec["model"]).family, "run_id": run_id, "proba": str(out / "proba.npy"),
+            "cv_accuracy_mean": summary["cv_accuracy_mean"], "cv_accuracy_sem": summary["cv_accuracy_sem"],
+            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"]))}
+
+
+def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: str) -> None:
+    tracking.log_series(run_id, "fold_accuracy", summary["fold_accuracy"])
+    tracking.log_series(run_id, "fold_macro_f1", summary["fold_macro_f1"])
+    metrics = scalar_metrics(summary)
+    metrics["fit_seconds"] = float(np.sum(cv["fit_seconds"]))
+    metrics["predict_seconds"] = float(np.sum(cv["predict_seconds"]))
+    if cv.get("aug_test_accuracy") is not None:
+        metrics["aug_test_accuracy"] = cv["aug_test_accuracy"]
+    tracking.log_metrics(run_id, metrics)
+    tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=title), "confusion_matrix.png")
+    tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
+    tracking.log_text(run_id, summary["report"], "classification_report.txt")
+
+
+def _log_keras_fold(run_id: str, out: Path, history: dict) -> None:
+    """Learning curves and the fold-0 network saved by fit_fold (its input: the estimator's scaled model input)."""
+    from tasks.models.keras_model import KerasClassifier, learning_curve_figure
+
+    tracking.log_figure(run_id, learning_curve_figure(history), "learning_curve.png")
+    if not (out / "fold0.keras").exists():
+        return
+    est = KerasClassifier.load(out / "fold0.keras")
+    x = est._scale(est._as_model_input(np.load(out / "fold0_example.npy").astype(np.float32)))
+    if est.crop_frames_ and est.predict_crops:
+        x = est._crops(x, 1)[0]  # the network sees one crop at a time
+    tracking.log_keras_model(run_id, est.model_, x)
