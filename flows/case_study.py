@@ -13,7 +13,7 @@ from tasks.data.split import split_task, subset_task
 from tasks.evaluation.ensemble_cv import ensemble_task
 from tasks.evaluation.train import init_worker, longest_first, plan, train_task
 from tasks.features.representations import features_task
-from tasks.tracking.registry import best_single, register_task
+from tasks.tracking.registry import best_result, register_task
 from tasks.tracking.report import dataset_summary_task, report_task, spectrogram_examples_task
 from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run
 
@@ -76,7 +76,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     report_task(results, parent_id, str(config.stage_dir("reports")), n_classes)
     champion = None
     if params.register_champion:
-        champion = register_task(best_single(results), inputs, {**params.model_dump(), "dataset_name": data["name"]},
+        champion = register_task(best_result(results), inputs, {**params.model_dump(), "dataset_name": data["name"]},
                                  exp_id, parent_id)
     end_run(parent_id, "FINISHED")
     best = max(results, key=lambda r: r["cv_accuracy_mean"])
