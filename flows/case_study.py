@@ -16,7 +16,7 @@ from tasks.evaluation.train import fold_outcome, fold_task, longest_first, plan
 from tasks.features.representations import features_task
 from tasks.tracking.audit import audit_task
 from tasks.tracking.cv_runs import log_configuration_task
-from tasks.tracking.registry import best_single, register_task
+from tasks.tracking.registry import best_result, register_task
 from tasks.tracking.report import dataset_summary_task, report_task, spectrogram_examples_task
 from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run
 
@@ -93,7 +93,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     report_task(results, parent_id, str(config.stage_dir("reports")), n_classes)
     champion = None
     if params.register_champion:
-        champion = register_task(best_single(results), inputs, {**params.model_dump(), "dataset_name": data["name"]},
+        champion = register_task(best_result(results), inputs, {**params.model_dump(), "dataset_name": data["name"]},
                                  exp_id, parent_id)
     if failed:
         raise SoundflowError(f"{len(failed)} configuration(s) failed (their MLflow runs are FAILED, the others "

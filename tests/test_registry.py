@@ -171,7 +171,8 @@ def test_keras_estimator_round_trips_through_its_own_save_format(tiny):
             "sample_rate": SR, "window_s": 5.0})
     model = serving.load_model(info.model_uri)
     inner = model.unwrap_python_model()
-    assert inner.config["estimator_format"] == "keras" and type(inner.estimator).__name__ == "KerasClassifier"
+    assert inner.config["members"][0]["estimator_format"] == "keras"
+    assert type(inner.estimator).__name__ == "KerasClassifier"
     out = model.predict(pd.DataFrame({"path": tiny["paths"][:4]}))
     np.testing.assert_allclose(out[[f"p_{c}" for c in tiny["classes"]]].to_numpy(),
                                est.predict_proba(tiny["X"][:4]), rtol=1e-4, atol=1e-6)

@@ -13,14 +13,12 @@ from tasks.data.manifest import class_names, pooling, read_manifest
 from tasks.data.split import load_splits
 from tasks.evaluation.ensembles import (
     COMBINERS,
+    Combiner,
     EnsembleError,
-    Stacker,
     average,
     maximum,
     optimistic_weights,
-    search_weights,
     vote,
-    weighted,
 )
 from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
 from tasks.tracking import runs as tracking
@@ -55,12 +53,8 @@ def combine(combiner: str, P_train, y_train, P_test, *, method: str, seed: int) 
     """Fit `combiner` on training-fold probabilities (if it has anything to fit) and apply it to the test fold."""
     if combiner in FIXED:
         return FIXED[combiner](P_test), None
-    if combiner == "weighted":
-        w, _, _ = search_weights(P_train, y_train, method=method, seed=seed, n_iter=100)
-        return weighted(P_test, w), w
-    if combiner == "stacking":
-        return Stacker().fit(P_train, y_train).predict_proba(P_test), None
-    raise EnsembleError(f"unknown ensemble combiner {combiner!r}; choose one of {', '.join(COMBINERS)}")
+    fitted = Combiner(combiner, method=method, seed=seed).fit(P_train, y_train)
+    return fitted.predict_proba(P_test), fitted.weights_
 
 
 def fold_safe_ensemble(probas: dict[str, np.ndarray], family: dict[str, str], y: np.ndarray, splits, *,
@@ -88,6 +82,20 @@ def fold_safe_ensemble(probas: dict[str, np.ndarray], family: dict[str, str], y:
     return {"proba": out, "per_fold": per_fold}
 
 
+def final_members(probas: dict[str, np.ndarray], family: dict[str, str], y: np.ndarray, *, n_members: int,
+                  view: dict[str, str] | None = None, fixed_members: list[str] | None = None) -> list[str]:
+    """The members a deployed ensemble uses: select_members on every fold's out-of-fold predictions at once.
+
+    In CV each fold chose its members from the other folds, so they can differ per fold; the refitted
+    ensemble (the champion) has one set, chosen the same way on all the out-of-fold rows."""
+    if fixed_members:
+        return list(fixed_members)
+    scored = ~np.isnan(np.stack(list(probas.values()))[..., 0]).any(axis=0)
+    acc = {name: float(np.mean(p[scored].argmax(1) == y[scored])) if scored.any() else 0.0 for name, p in probas.items()}
+    loss = {name: _log_loss(p[scored], y[scored]) for name, p in probas.items()}
+    return select_members(acc, family, n_members, loss, view)
+
+
 @task(cache_policy=NO_CACHE)
 def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, combiners: list[str], *, n_members: int,
                   method: str, seed: int, experiment_id: str, parent_id: str, results_dir: str) -> list[dict]:
@@ -98,6 +106,7 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
     owner, weights = pooling(manifest)
     splits = load_splits(splits_path)
     probas = {r["name"]: np.load(r["proba"]) for r in results}
+    by_name = {r["name"]: r for r in results}
     family = {r["name"]: r["family"] for r in results}
     view = {r["name"]: r["features"] for r in results}
     groups: dict[str, list[str] | None] = {"ensemble": None}
@@ -126,7 +135,8 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
                 tracking.log_series(run_id, "fold_accuracy", summary["fold_accuracy"])
                 tracking.log_text(run_id, pd.DataFrame(res["per_fold"]).to_json(orient="records", indent=1), "members.json")
                 members = sorted({m for f in res["per_fold"] for m in f["members"]})
-                tracking.log_params(run_id, {"members": members})
+                final = final_members(probas, family, y, n_members=n_members, view=view, fixed_members=fixed)
+                tracking.log_params(run_id, {"members": members, "final_members": final})
                 tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=name), "confusion_matrix.png")
                 tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
                 tracking.log_text(run_id, summary["report"], "classification_report.txt")
@@ -136,5 +146,6 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
             out.append({"name": name, "model": name, "features": "probabilities", "augmented": False, "family": "ensemble",
                         "run_id": run_id, "proba": path, "cv_accuracy_mean": summary["cv_accuracy_mean"],
                         "cv_accuracy_sem": summary["cv_accuracy_sem"], "macro_f1_mean": summary["macro_f1_mean"],
-                        "fit_seconds": 0.0, "members": members})
+                        "fit_seconds": 0.0, "members": members, "combiner": combiner, "optimizer": method,
+                        "seed": seed, "final_members": [by_name[m] for m in final]})
     return out

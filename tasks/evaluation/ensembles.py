@@ -156,3 +156,34 @@ def search_weights(P, y, *, method: str, n_particles: int = 20, n_iter: int = 20
 def optimistic_weights(P, y, method: str = "jaya", seed: int = 0, **kw) -> tuple[np.ndarray, float, list[float]]:
     """The book's variant: weights tuned on the very clips they are scored on, so the score is optimistic."""
     return search_weights(P, y, method=method, seed=seed, **kw)
+
+
+class Combiner:
+    """One ensemble combiner as an estimator over probability stacks: fit (weights or stacker) then predict_proba.
+
+    average / maximum / vote fit nothing; weighted searches weights with `method` (100 iterations, as in CV);
+    stacking fits a Stacker. The same object combines a CV fold's members and the champion's refitted members."""
+
+    def __init__(self, kind: str = "average", method: str = "jaya", seed: int = 0):
+        self.kind = kind
+        self.method = method
+        self.seed = seed
+
+    def fit(self, P, y) -> "Combiner":
+        if self.kind not in COMBINERS:
+            raise EnsembleError(f"unknown ensemble combiner {self.kind!r}; choose one of {', '.join(COMBINERS)}")
+        self.weights_, self.stacker_ = None, None
+        if self.kind == "weighted":
+            self.weights_, _, _ = search_weights(P, y, method=self.method, seed=self.seed, n_iter=100)
+        elif self.kind == "stacking":
+            self.stacker_ = Stacker().fit(P, y)
+        return self
+
+    def predict_proba(self, P) -> np.ndarray:
+        """(n, C) combined probabilities of a (members, n, C) stack."""
+        fixed = {"average": average, "maximum": maximum, "vote": vote}
+        if self.kind in fixed:
+            return fixed[self.kind](P)
+        if not hasattr(self, "weights_"):
+            raise EnsembleError(f"the {self.kind} combiner must be fitted on out-of-fold probabilities first")
+        return weighted(P, self.weights_) if self.kind == "weighted" else self.stacker_.predict_proba(P)

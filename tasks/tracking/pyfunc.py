@@ -10,14 +10,16 @@ and `warning` (e.g. a file recorded at a lower sample rate than the model was tr
 
 Preprocessing lives in the model: decode and resample to the working rate, cut the recording into
 windows exactly as ingestion cut the training recordings (tasks/data/windows.py: `window_s`, hop `hop_s`),
-and average the windows' probabilities, near-silent windows (30 dB below the loudest) left out; compute
-the representation with `tasks.features.representations.compute` and call the estimator (softmax of
-decision scores for models without predict_proba, as in cross-validation). A file recorded below the
-model's sample rate is classified with a `warning`.
+and average the windows' probabilities, near-silent windows (30 dB below the loudest) left out. Per window,
+each member computes its own representation with `tasks.features.representations.compute` (engineered
+vectors, log-mels, PCEN, raw samples: one sample rate and window for all) and its estimator gives class
+probabilities (softmax of decision scores for models without predict_proba, as in cross-validation); the
+combiner (average, maximum, vote, searched weights or a stacker, as in CV) merges the members. A single
+model is the one-member case. A file recorded below the model's sample rate is classified with a `warning`.
 
-Code: the `tasks` package is stored with the model (code_paths), so it loads in a fresh process
-that has only the dependencies installed; a process that already imported `tasks` (the predict
-flow, tests) uses its own copy.
+Code: logged as an MLflow model from code (audio_model.py names AudioClassifier; nothing is cloudpickled),
+with the `tasks` package stored beside it (code_paths), so it loads in a fresh process that has only the
+dependencies installed; a process that already imported `tasks` (the predict flow, tests) uses its own copy.
 """
 from __future__ import annotations
 
@@ -43,28 +45,49 @@ from tasks.data.windows import cut, loudness_db, pool, vote_weights
 from tasks.errors import AudioDecodeError, SoundflowError
 
 CONFIG_FILE = "config.json"
+COMBINER_FILE = "combiner.joblib"
+MODEL_CODE = Path(__file__).with_name("audio_model.py")   # the models-from-code file naming AudioClassifier
 _BASE_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scipy", "scikit-learn", "joblib", "soundfile", "soxr",
                       "librosa", "prefect", "pydantic")
 _KERAS_REQUIREMENTS = ("tensorflow", "keras")
 
 
 class AudioClassifier(mlflow.pyfunc.PythonModel):
-    """Audio in, class probabilities out; the estimator and its preprocessing config are the artifacts."""
+    """Audio in, class probabilities out: one or more member estimators, each on its own representation of the
+    same windows, and the combiner of their probabilities (a single model is the one-member "average" case).
 
-    def __init__(self, estimator=None, model_config: dict | None = None):
-        # Set directly for in-process use (tests); a logged model loads both in load_context.
-        self.estimator = estimator
+    Logged as a model from code (audio_model.py names this class); the estimators, the combiner and the
+    preprocessing config are the artifacts."""
+
+    def __init__(self, estimators: list | None = None, combiner=None, model_config: dict | None = None):
+        # Set directly for in-process use; a logged model loads all three in load_context.
+        self.estimators = estimators
+        self.combiner = combiner
         self.config = model_config
 
     def load_context(self, context) -> None:
-        self.config = json.loads(Path(context.artifacts["config"]).read_text())
-        self.estimator = _load_estimator(Path(context.artifacts["estimator"]), self.config)
+        cfg = json.loads(Path(context.artifacts["config"]).read_text())
+        if "members" in cfg:
+            folder = Path(context.artifacts["estimators"])
+            self.estimators = [_load_estimator(folder / str(i), m) for i, m in enumerate(cfg["members"])]
+            self.combiner = _load_combiner(folder, cfg)
+        else:   # a single-model pyfunc logged before ensembles: its estimator artifact and top-level features
+            cfg["members"] = [{"name": cfg.get("configuration", ""), "features": cfg["features"],
+                               "feature_opts": cfg.get("feature_opts") or {},
+                               "estimator_format": cfg.get("estimator_format"),
+                               "estimator_class": cfg.get("estimator_class")}]
+            self.estimators = [_load_estimator(Path(context.artifacts["estimator"]), cfg)]
+            self.combiner = _load_combiner(None, {"combiner": "average"})
+        self.config = cfg
         import tasks.evaluation.cv  # noqa: F401  (bind the code predict needs while the model folder is at hand)
         import tasks.features.representations  # noqa: F401
 
-    def __getstate__(self) -> dict:
-        # The estimator travels as an artifact (joblib or .keras), never inside the pickled python_model.
-        return {"estimator": None, "config": None}
+    @property
+    def estimator(self):
+        """The only member's estimator (single-model champions)."""
+        if len(self.estimators or []) != 1:
+            raise AttributeError(f"this model has {len(self.estimators or [])} members; use .estimators")
+        return self.estimators[0]
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """One output row per input row; a bad row gets an `error`, the others are still classified."""
@@ -99,11 +122,19 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         return out
 
     def _window_proba(self, clips: np.ndarray, *, sr: int, n_classes: int) -> np.ndarray:
+        """Each member's probabilities on its own representation of the windows, combined (members x windows x C)."""
         from tasks.evaluation.cv import predict_proba
         from tasks.features.representations import compute
 
-        X = compute(self.config["features"], clips, sr, n_jobs=1, **(self.config.get("feature_opts") or {}))
-        return predict_proba(self.estimator, np.asarray(X), n_classes)
+        views: dict[str, np.ndarray] = {}   # members sharing a representation compute it once
+        P = []
+        for member, est in zip(self.config["members"], self.estimators):
+            opts = member.get("feature_opts") or {}
+            key = json.dumps([member["features"], opts], sort_keys=True, default=str)
+            if key not in views:
+                views[key] = np.asarray(compute(member["features"], clips, sr, n_jobs=1, **opts))
+            P.append(predict_proba(est, views[key], n_classes))
+        return self.combiner.predict_proba(np.stack(P))
 
 
 def low_rate_warning(rate: int, sr: int) -> str:
@@ -213,6 +244,17 @@ def _load_estimator(folder: Path, cfg: dict):
     return joblib.load(folder / "estimator.joblib")
 
 
+def _load_combiner(folder: Path | None, cfg: dict):
+    """The fitted combiner (combiner.joblib) if the model has one, else the fixed combiner named in the config."""
+    from tasks.evaluation.ensembles import Combiner
+
+    if folder is not None and (folder / COMBINER_FILE).is_file():
+        import joblib
+
+        return joblib.load(folder / COMBINER_FILE)
+    return Combiner(cfg.get("combiner", "average"))
+
+
 def signature(class_names: list[str]) -> ModelSignature:
     """Input: path, or waveform + sample_rate (all optional columns); output: label, probability, p_<class>..."""
     inputs = Schema([ColSpec(DataType.string, "path", required=False),
@@ -232,9 +274,9 @@ def input_example(*, sample_rate: int = 8000, duration_s: float = 0.25) -> pd.Da
     return pd.DataFrame({"waveform": [tone.tolist()], "sample_rate": [sample_rate]})
 
 
-def requirements(estimator_format: str) -> list[str]:
+def requirements(*estimator_formats: str) -> list[str]:
     """Pinned pip requirements from the running environment (skips inference, which reloads the model)."""
-    names = _BASE_REQUIREMENTS + (_KERAS_REQUIREMENTS if estimator_format == "keras" else ())
+    names = _BASE_REQUIREMENTS + (_KERAS_REQUIREMENTS if "keras" in estimator_formats else ())
     out = []
     for name in names:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
@@ -265,27 +307,60 @@ def fluent_store(uri: str) -> Iterator[None]:
 
 
 def log_audio_model(run_id: str, estimator, *, config: dict, name: str = "model"):
-    """Log the pyfunc under an existing run; returns mlflow's ModelInfo (model_uri = models:/<model id>).
+    """Log one estimator as the pyfunc (a one-member ensemble); returns mlflow's ModelInfo.
 
     config: sample_rate, window_s, features, class_names, model_name; optional hop_s, feature_opts,
     configuration."""
     missing = {"sample_rate", "window_s", "features", "class_names", "model_name"} - set(config)
     if missing:
         raise ValueError(f"model config is missing {sorted(missing)}")
+    member = {"name": config.get("configuration", ""), "features": config["features"],
+              "feature_opts": config.get("feature_opts") or {}}
+    rest = {k: v for k, v in config.items() if k not in ("features", "feature_opts")}
+    return log_ensemble_model(run_id, [estimator], members=[member], combiner=None, config=rest, name=name)
+
+
+def log_ensemble_model(run_id: str, estimators: list, *, members: list[dict], combiner, config: dict,
+                       name: str = "model"):
+    """Log member estimators and their combiner as ONE pyfunc (model from code) under an existing run.
+
+    members: per estimator, name, features and feature_opts (its representation of the shared windows);
+    combiner: a fitted tasks.evaluation.ensembles.Combiner, or None for one member as is;
+    config: sample_rate, window_s, class_names, model_name; optional hop_s, configuration.
+    Returns mlflow's ModelInfo (model_uri = models:/<model id>)."""
+    missing = {"sample_rate", "window_s", "class_names", "model_name"} - set(config)
+    if missing:
+        raise ValueError(f"model config is missing {sorted(missing)}")
+    if len(estimators) != len(members) or not members:
+        raise ValueError(f"{len(estimators)} estimators for {len(members)} members: pass one member config each")
+    if any("features" not in m for m in members):
+        raise ValueError("every member config needs its 'features' (the representation it was trained on)")
     with tempfile.TemporaryDirectory(prefix="soundflow-model-") as tmp:
         tmp = Path(tmp)
-        fmt, cls = _save_estimator(estimator, tmp / "estimator")
-        cfg = {"hop_s": float(config["window_s"]) / 2, "feature_opts": {}, **config,
-               "class_names": list(config["class_names"]), "estimator_format": fmt, "estimator_class": cls}
+        saved = []
+        for i, (est, member) in enumerate(zip(estimators, members)):
+            fmt, cls = _save_estimator(est, tmp / "estimators" / str(i))
+            saved.append({"feature_opts": {}, **member, "estimator_format": fmt, "estimator_class": cls})
+        kind = "average" if combiner is None else combiner.kind
+        if combiner is not None and kind not in ("average", "maximum", "vote"):
+            import joblib
+
+            joblib.dump(combiner, tmp / "estimators" / COMBINER_FILE)
+        weights = getattr(combiner, "weights_", None)
+        cfg = {"hop_s": float(config["window_s"]) / 2, **config, "class_names": list(config["class_names"]),
+               "members": saved, "combiner": kind, "weights": None if weights is None else [float(w) for w in weights]}
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str))
+        formats = [m["estimator_format"] for m in saved]
         with fluent_store(tracking_uri()), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
-                name=name, python_model=AudioClassifier(),
-                artifacts={"estimator": str(tmp / "estimator"), "config": str(tmp / CONFIG_FILE)},
+                name=name, python_model=str(MODEL_CODE),
+                artifacts={"estimators": str(tmp / "estimators"), "config": str(tmp / CONFIG_FILE)},
                 code_paths=[str(Path(__file__).resolve().parents[1])],   # the tasks package
                 signature=signature(cfg["class_names"]), input_example=input_example(),
-                pip_requirements=requirements(fmt), metadata={"soundflow": {k: cfg[k] for k in
-                                                                            ("model_name", "features", "sample_rate")}})
+                pip_requirements=requirements(*formats),
+                metadata={"soundflow": {"model_name": cfg["model_name"], "sample_rate": cfg["sample_rate"],
+                                        "features": [m["features"] for m in saved], "combiner": kind,
+                                        "members": [m.get("name", "") for m in saved]}})
 
 
 def load_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:

@@ -1,5 +1,6 @@
-"""The champion: refit the best configuration on every clip, log it as a pyfunc, register it, and move
-the `champion` alias only when it beats the current champion on the same folds."""
+"""The champion: refit the best configuration (one model, or an ensemble's members and its combiner) on every clip,
+log it as one pyfunc, register it, and move the `champion` alias only when it beats the current champion on the
+same folds."""
 from __future__ import annotations
 
 import inspect
@@ -17,11 +18,12 @@ from tasks.config import tracking_uri
 from tasks.data.manifest import class_names, read_manifest
 from tasks.errors import SoundflowError
 from tasks.evaluation.cv import training_set
+from tasks.evaluation.ensembles import Combiner
 from tasks.features.representations import resolved_opts
 from tasks.logs import run_logger
 from tasks.models import catalog
 from tasks.tracking import runs as tracking
-from tasks.tracking.pyfunc import log_audio_model
+from tasks.tracking.pyfunc import log_ensemble_model
 
 ALIAS = "champion"
 TAG_ACCURACY = "cv_accuracy_mean"
@@ -131,11 +133,50 @@ def register_champion(run_id: str, model_uri: str, *, name: str, cv_accuracy: fl
 
 
 def best_single(results: list[dict]) -> dict:
-    """The best configuration that is one model (ensembles are not refit as one deployable estimator)."""
+    """The best configuration that is one model."""
     singles = [r for r in results if r.get("family") != "ensemble"]
     if not singles:
         raise ValueError("no single-model result to register (only ensembles)")
     return max(singles, key=lambda r: r["cv_accuracy_mean"])
+
+
+def best_result(results: list[dict]) -> dict:
+    """The best CV result, single model or ensemble; on a tie the one listed first (single models precede ensembles)."""
+    if not results:
+        raise ValueError("no CV result to register")
+    return max(results, key=lambda r: r["cv_accuracy_mean"])
+
+
+def members_of(best: dict) -> list[dict]:
+    """The results to refit: the ensemble's final members (chosen on all out-of-fold rows), or the model itself."""
+    if best.get("family") != "ensemble":
+        return [best]
+    if not best.get("final_members"):
+        raise ValueError(f"{best['name']}: an ensemble result without final_members (ensemble_task produces them)")
+    return list(best["final_members"])
+
+
+def configuration_of(best: dict) -> str:
+    """What the champion is, as its `configuration` tag: the result's name, plus an ensemble's members."""
+    if best.get("family") != "ensemble":
+        return best["name"]
+    return f"{best['name']} = {' + '.join(m['name'] for m in members_of(best))}"
+
+
+def fit_combiner(best: dict, manifest_path: str, params: dict) -> Combiner | None:
+    """An ensemble's combiner fitted on its members' out-of-fold probabilities of all folds (None for one model).
+
+    Weighted: weights searched as CV searches them per fold; stacking: the Stacker on every out-of-fold row."""
+    if best.get("family") != "ensemble":
+        return None
+    y = read_manifest(manifest_path)["class_id"].to_numpy()
+    P = np.stack([np.load(m["proba"]) for m in members_of(best)])
+    scored = ~np.isnan(P[..., 0]).any(axis=0)
+    kind = best.get("combiner") or best["name"].rsplit(":", 1)[-1]
+    if kind in ("weighted", "stacking") and not scored.any():
+        raise ValueError(f"{best['name']}: no out-of-fold predictions to fit the {kind} combiner on")
+    return Combiner(kind, method=best.get("optimizer") or params.get("optimizer", "jaya"),
+                    seed=int(best.get("seed", params.get("seed", 0)))).fit(P[:, scored], y[scored])
 
 
 def _spec_of(best: dict, params: dict) -> dict:
@@ -149,47 +190,57 @@ def _spec_of(best: dict, params: dict) -> dict:
 
 @task(cache_policy=NO_CACHE, task_run_name="register {best[name]}")
 def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, parent_id: str) -> dict:
-    """Refit the best CV configuration on all clips, log it as a pyfunc and register it (nested run "champion-refit").
+    """Refit the best CV configuration on all clips, log it as ONE pyfunc and register it (nested run "champion-refit").
 
-    best: a configuration's result (tracking/cv_runs.py) (name, model, features, augmented, cv_accuracy_mean; seed/hyper optional).
+    best: a configuration's result (tracking/cv_runs.py: name, model, features, augmented, cv_accuracy_mean; seed/hyper optional), or an
+    ensemble_task result (family "ensemble", combiner, final_members: the member results chosen on all folds'
+    out-of-fold predictions; members can differ per fold in CV, the champion has this one set). Each member is
+    refitted on all clips; a weighted or stacking combiner is fitted on the members' out-of-fold probabilities.
     inputs: manifest, splits, features {kind: path}, aug_features {kind: path}; optional feature_opts {kind: opts}
     (the options features_task was given; default none).
-    params: the flow's CaseStudyParams.model_dump() (sample_rate, window_s, hop_s, seed, hyper, n_jobs) plus
-    `dataset_name`, the name ingestion gave the dataset (the registered model is soundflow-<dataset_name>)."""
+    params: the flow's CaseStudyParams.model_dump() (sample_rate, window_s, hop_s, seed, hyper, n_jobs, optimizer)
+    plus `dataset_name`, the name ingestion gave the dataset (the registered model is soundflow-<dataset_name>)."""
     log = run_logger(__name__)
-    if best.get("family") == "ensemble":
-        raise ValueError(f"{best['name']} is an ensemble; register the best single model (registry.best_single)")
-    spec = _spec_of(best, params)
-    feat = spec["features"]
-    aug_path = inputs.get("aug_features", {}).get(feat) if spec["augmented"] else None
+    members = members_of(best)
+    specs = [_spec_of(m, params) for m in members]
+    configuration = configuration_of(best)
     name = model_name(params["dataset_name"])
     folds = folds_digest(inputs["manifest"], inputs["splits"])
     champ = current_champion(name)
-    if champ is not None and champ.tags.get("configuration") == best["name"] and champ.tags.get("folds_digest") == folds \
+    if champ is not None and champ.tags.get("configuration") == configuration and champ.tags.get("folds_digest") == folds \
             and abs(float(champ.tags.get("cv_accuracy_mean", "nan")) - float(best["cv_accuracy_mean"])) < 5e-7:
         # nothing changed since the champion was registered: a warm re-run does not refit it again
-        log.info("champion %s v%s is already %s on these folds; not refitting", name, champ.version, best["name"])
+        log.info("champion %s v%s is already %s on these folds; not refitting", name, champ.version, configuration)
         return {"name": name, "version": str(champ.version), "alias_moved": False, "uri": f"models:/{name}@{ALIAS}",
-                "reason": "unchanged: same configuration, folds and CV accuracy as the champion", "run_id": None}
-    run_params = {"configuration": best["name"], **spec, "registered_model": name, "folds_digest": folds,
+                "reason": "unchanged: same configuration, folds and CV accuracy as the champion", "run_id": None,
+                "configuration": configuration}
+    ensemble = best.get("family") == "ensemble"
+    spec_params = ({"combiner": best.get("combiner"), "members": {f"member{i}": s for i, s in enumerate(specs)}}
+                   if ensemble else specs[0])
+    run_params = {"configuration": best["name"], **spec_params, "registered_model": name, "folds_digest": folds,
                   "cv_run_id": best.get("run_id", "")}
     with tracking.run(experiment_id, name="champion-refit", params=run_params, parent_id=parent_id,
                       tags={"soundflow.kind": "champion", "soundflow.config": best["name"]}) as run_id:
         t0 = time.perf_counter()
-        est = refit_full(spec, inputs["manifest"], inputs["features"][feat], aug_features_path=aug_path,
-                         n_jobs=int(params.get("n_jobs", 1)))
+        estimators = []
+        for spec in specs:
+            aug_path = inputs.get("aug_features", {}).get(spec["features"]) if spec["augmented"] else None
+            estimators.append(refit_full(spec, inputs["manifest"], inputs["features"][spec["features"]],
+                                         aug_features_path=aug_path, n_jobs=int(params.get("n_jobs", 1))))
+        combiner = fit_combiner(best, inputs["manifest"], params)
         refit_s = time.perf_counter() - t0
-        manifest = read_manifest(inputs["manifest"])
-        names = class_names(manifest)
-        info = log_audio_model(run_id, est, config={
-            "model_name": name, "configuration": best["name"], "features": feat, "class_names": names,
+        names = class_names(read_manifest(inputs["manifest"]))
+        member_cfg = [{"name": m["name"], "features": s["features"],
+                       "feature_opts": resolved_opts(s["features"], (inputs.get("feature_opts") or {}).get(s["features"], {}))}
+                      for m, s in zip(members, specs)]
+        info = log_ensemble_model(run_id, estimators, members=member_cfg, combiner=combiner, config={
+            "model_name": name, "configuration": configuration, "class_names": names,
             "sample_rate": int(params["sample_rate"]), "window_s": float(params["window_s"]),
-            "hop_s": float(params.get("hop_s") or params["window_s"]),
-            "feature_opts": resolved_opts(feat, (inputs.get("feature_opts") or {}).get(feat, {}))})
-        tracking.log_metrics(run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s})
+            "hop_s": float(params.get("hop_s") or params["window_s"])})
+        tracking.log_metrics(run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s,
+                                      "n_members": len(members)})
         result = register_champion(run_id, info.model_uri, name=name, cv_accuracy=float(best["cv_accuracy_mean"]),
-                                   folds_digest=folds, configuration=best["name"])
-    log.info("registered %s v%s (%s): %s", name, result["version"], best["name"], result["reason"])
+                                   folds_digest=folds, configuration=configuration)
+    log.info("registered %s v%s (%s): %s", name, result["version"], configuration, result["reason"])
     return {"name": name, "version": result["version"], "alias_moved": result["alias_moved"],
-            "uri": result["uri"], "reason": result["reason"], "run_id": run_id}
-
+            "uri": result["uri"], "reason": result["reason"], "run_id": run_id, "configuration": configuration}
