@@ -49,6 +49,8 @@ def log_configuration_task(spec: dict, inputs: dict, folds: list[dict], experime
         proba, cv, histories = assemble([f["path"] for f in ordered], len(y), len(names), y)
         if all(f.get("reused") for f in ordered):
             tracking.client().set_tag(run_id, "soundflow.reused", "true")
+        # where the folds ran (worker process ids): the flow's own process never trains
+        tracking.client().set_tag(run_id, "soundflow.fold_pids", ",".join(str(f.get("pid", "")) for f in ordered))
         summary = cv_summary(y, proba, splits, names, owner=owner, weights=weights)
         _log_result(run_id, summary, cv, names, spec["name"])
         for k, history in enumerate(histories):
