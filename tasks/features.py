@@ -1,4 +1,5 @@
-"""Representations of clips (raw vector, engineered summary, log-mel, PCEN, MFCC, the book's spectrogram image), cached."""
+"""Representations of clips (raw vector, engineered summary, log-mel, PCEN, MFCC, the book's spectrogram image,
+pretrained BirdNET embeddings), cached."""
 from __future__ import annotations
 
 import functools
@@ -18,12 +19,17 @@ from prefect.cache_policies import NO_CACHE
 from threadpoolctl import threadpool_limits
 
 from tasks.cache import atomic_path, digest, file_key
+
+# Lets this module hold submodules in tasks/features/ until it moves there itself (then delete this line).
+__path__ = [str(Path(__file__).with_suffix(""))]
+from tasks.features import pretrained  # noqa: E402
 from tasks.logs import run_logger
 from tasks.errors import SoundflowError
 
 # Bump when a representation changes, so old cached feature files are not reused.
 _CACHE_VERSION = 1
-_VERSIONS = {"engineered": 2}  # representations changed since (engineered 2: + band statistics, modulation)
+_VERSIONS = {"engineered": 2,  # representations changed since (engineered 2: + band statistics, modulation)
+             "birdnet": pretrained.VERSION}
 _CHUNK = 16  # clips per unit of parallel work
 
 
@@ -195,6 +201,7 @@ REPRESENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "pcen": pcen,
     "mfcc": mfcc,
     "book_image": book_image,
+    "birdnet": pretrained.birdnet_embedding,  # optional extra: raises SoundflowError saying how to install it
 }
 
 

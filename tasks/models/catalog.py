@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from tasks.models.classical import CLASSICAL, make_classical
 
-VECTORS = ("raw", "engineered")
+VECTORS = ("raw", "engineered", "birdnet")
 
 
 @dataclass(frozen=True)

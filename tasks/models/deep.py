@@ -15,7 +15,7 @@ _LOGMEL = dict(arch="cnn2d_logmel", epochs=30, batch_size=16, learning_rate=2e-3
 # calibration runs, bench/train.py); per-band mean and std over time instead of global average pooling:
 # 89.75% vs 86.75-87.25% in three runs (bench/train.py --cv --pooling time_stats | global)
 
-register_deep("mlp_keras", "mlp", ("engineered", "raw"), arch="mlp", epochs=100, batch_size=32, learning_rate=1e-3,
+register_deep("mlp_keras", "mlp", ("engineered", "raw", "birdnet"), arch="mlp", epochs=100, batch_size=32, learning_rate=1e-3,
               schedule="cosine", validation=0.1)
 for _arch in CNN1D_ARCHS:
     for _k in BOOK_KERNELS:
