@@ -69,9 +69,10 @@ def test_a_short_clip_is_one_window_padded_with_silence():
     assert frames.shape == (1, 3000) and frames[0, :1200].all() and not frames[0, 1200:].any()
 
 
-@pytest.mark.parametrize("opts", [{"window_s": 4.0}, {"window_s": 0.0}, {"hop_s": 0.0}])
-def test_bad_windows_are_refused(opts):
-    with pytest.raises(SoundflowError, match="window_s"):
+@pytest.mark.parametrize("opts, match", [({"window_s": 4.0}, "window_s"), ({"window_s": 0.0}, "window_s"),
+                                         ({"hop_s": 0.0}, "window_s"), ({"pooling": "max"}, "pooling")])
+def test_bad_options_are_refused(opts, match):
+    with pytest.raises(SoundflowError, match=match):
         P.birdnet_embedding(_tone(440, 22050), 22050, **opts)
 
 
@@ -118,7 +119,19 @@ def test_compute_birdnet_on_a_clip_array_at_22050_hz():
     assert X.shape == (2, P.EMBEDDING_DIM) and X.dtype == np.float32 and np.all(np.isfinite(X))
     np.testing.assert_array_equal(X[1], P.birdnet_embedding(clips[1], 22050))
     assert _cosine_distance(X[0], X[1]) > 0.2
-    assert F.resolved_opts("birdnet", {"hop_s": 0.5}) == {"window_s": 3.0, "hop_s": 0.5}
+    assert F.resolved_opts("birdnet", {"hop_s": 0.5}) == {"window_s": 3.0, "hop_s": 0.5, "pooling": "mean"}
+
+
+@needs_model
+def test_mean_std_pooling_adds_the_spread_over_windows():
+    steady, bursts = _tone(440, SR, 5.0), _noise_bursts(0, SR, 5.0)
+    for y in (steady, bursts):
+        both = P.birdnet_embedding(y, SR, hop_s=0.5, pooling="mean_std")
+        assert both.shape == (2 * P.EMBEDDING_DIM,) and np.all(both[P.EMBEDDING_DIM:] >= 0)
+        np.testing.assert_allclose(both[:P.EMBEDDING_DIM], P.birdnet_embedding(y, SR, hop_s=0.5), rtol=1e-6)
+    spread = [P.birdnet_embedding(y, SR, hop_s=0.5, pooling="mean_std")[P.EMBEDDING_DIM:].mean()
+              for y in (steady, bursts)]
+    assert spread[1] > 2 * spread[0]  # a steady tone looks alike in every window; random bursts do not
 
 
 @needs_model
