@@ -1,17 +1,18 @@
 """BirdNET embeddings on ESC-10: cost per clip, and 5-fold accuracy alone, beside and with the engineered vector.
 
     SOUNDFLOW_DATA=/tmp/x nice -n 10 python bench/pretrained.py                 # hop 1 s and 0.5 s
-    python bench/pretrained.py --hops 1.0 --embed-sr 22050                       # embeddings from 22,050 Hz clips
+    python bench/pretrained.py --hops 0.5 --embed-sr 22050                       # embeddings from 22,050 Hz clips
 
 ESC-10 is ingested with the current ingestion (tasks.ingest) at --embed-sr for the embeddings (default 44,100 Hz,
-the files' own rate) and at 22,050 Hz for the engineered vector (the pipeline's working rate). Embeddings and
-engineered vectors are cached under $SOUNDFLOW_DATA/features: the clips/s figures are those of a run that found
-no cache (a reused file is reported as such). Models are cross-validated on the official folds with the
-pipeline's own CV engine and catalogue: logreg (C=0.1), logreg_cv (C tuned inside the training folds, grouped by
-source), rbf_svm (tuned inside the training folds). Ensembles average the out-of-fold probabilities of fixed,
-declared members (nothing is fitted on test folds); `stack` is the pipeline's fold-safe stacker on the same
-members. "quick" estimates a quick preset's cold time: ingest + embeddings + engineered + its members' CV.
-Ends with key=value lines.
+the files' own rate) and at 22,050 Hz for the engineered vector (the pipeline's working rate). One embedding pass
+per hop gives both poolings (mean: B, mean and std over windows: B_ms). Features are cached under
+$SOUNDFLOW_DATA/features: the clips/s figures are those of a run that found no cache (a reused file is reported as
+such; the first hop's time includes TensorFlow's import). Models are cross-validated on the official folds with the
+pipeline's CV engine and catalogue: logreg (C=0.1), rbf_svm (tuned inside the training folds, grouped by source),
+optionally logreg_cv (C tuned the same way). Ensembles average the out-of-fold probabilities of members declared in
+advance (nothing is fitted on test folds); the stacker figure is the pipeline's fold-safe stacker on the same
+members. "quick cold" adds ingest + embeddings + engineered + the members' CV: a quick preset's cost without the
+flow's own overhead. Ends with key=value lines.
 """
 from __future__ import annotations
 

