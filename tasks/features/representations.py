@@ -1,4 +1,5 @@
-"""Representations of clips (raw vector, engineered summary, log-mel, PCEN, MFCC, the book's spectrogram image), cached."""
+"""Representations of clips (raw vector, engineered summary, log-mel, PCEN, MFCC, the book's spectrogram image,
+pretrained BirdNET embeddings), cached."""
 from __future__ import annotations
 
 import functools
@@ -19,12 +20,13 @@ from threadpoolctl import threadpool_limits
 
 from tasks.cache import atomic_path, digest, file_key
 from tasks.errors import SoundflowError
+from tasks.features import pretrained
 from tasks.logs import run_logger
 
 # Bump when a representation changes, so old cached feature files are not reused.
 _CACHE_VERSION = 1
 # representations changed since: engineered 2 (+ band statistics, modulation), raw 2 (short windows spread)
-_VERSIONS = {"engineered": 2, "raw": 2}
+_VERSIONS = {"engineered": 2, "raw": 2, "birdnet": pretrained.VERSION}
 _CHUNK = 16  # clips per unit of parallel work
 
 
@@ -197,6 +199,7 @@ REPRESENTATIONS: dict[str, Callable[..., np.ndarray]] = {
     "pcen": pcen,
     "mfcc": mfcc,
     "book_image": book_image,
+    "birdnet": pretrained.birdnet_embedding,  # optional extra: raises SoundflowError saying how to install it
 }
 
 

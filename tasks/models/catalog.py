@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from tasks.models.classical import CLASSICAL, make_classical
 
-VECTORS = ("raw", "engineered")
+VECTORS = ("raw", "engineered", "birdnet")  # one vector per segment
 SPECTROGRAMS = ("logmel", "logmel_deltas", "mfcc", "pcen")
 BOOK_KERNELS = (3, 5, 7, 9, 11, 13, 15, 33)
 CNN1D_ARCHS = ("shallow", "medium", "deep0", "deep1", "deep2")
@@ -32,7 +32,7 @@ _LOGMEL = dict(arch="cnn2d_logmel", epochs=30, batch_size=16, learning_rate=2e-3
 
 CATALOG: dict[str, ModelInfo] = {name: ModelInfo("classical", VECTORS) for name in CLASSICAL}
 CATALOG["mlp_sklearn"] = ModelInfo("mlp", VECTORS)
-CATALOG["mlp_keras"] = ModelInfo("mlp", ("engineered", "raw"), dict(arch="mlp", epochs=100, batch_size=32,
+CATALOG["mlp_keras"] = ModelInfo("mlp", ("engineered", "raw", "birdnet"), dict(arch="mlp", epochs=100, batch_size=32,
                                                                     learning_rate=1e-3, schedule="cosine",
                                                                     validation=0.1))
 for _arch in CNN1D_ARCHS:
