@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.augment import AugmentParams
 from tasks.models.classical import BOOK_SUITE
@@ -12,7 +12,7 @@ from tasks.models.classical import BOOK_SUITE
 class CaseStudyParams(BaseModel):
     """Everything a case-study run depends on; MLflow logs it flat on the parent run."""
 
-    preset: str = Field("default", description="name of the preset these values started from (informational)")
+    preset: str = Field("default", description="preset whose values fill every field not given: smoke, default or book")
     source: str | None = Field(None, description="dataset folder, .zip or URL; default: data/raw, else download ESC-50")
     dataset: Literal["esc10", "esc50", "folders"] = Field("esc10", description="which layout/subset to ingest")
     experiment: str | None = Field(None, description="MLflow experiment (default: soundflow-<dataset>)")
@@ -36,6 +36,15 @@ class CaseStudyParams(BaseModel):
     register_champion: bool = Field(True, description="refit the best configuration on all data and register it as champion if it wins")
     n_jobs: int = Field(2, ge=1, le=64, description="parallel model fits / worker processes")
     reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """Wherever parameters enter (CLI, serve, prefect.yaml, a custom run in the Prefect UI), the named
+        preset (default: "default") gives every field not given explicitly; nested dicts merge."""
+        if not isinstance(data, dict):
+            return data
+        return merge_preset(data.get("preset") or "default", data)
 
     @field_validator("models")
     @classmethod
@@ -116,14 +125,21 @@ BOOK: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {"smoke": SMOKE, "default": DEFAULT, "book": BOOK}
 
 
-def preset(name: str, **overrides: Any) -> CaseStudyParams:
-    """A preset's parameters with user overrides on top (nested dicts merge)."""
+def merge_preset(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The preset's values under the given ones (a given dict merges into the preset's dict of that name)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     merged = {**PRESETS[name], "preset": name}
-    for key, value in overrides.items():
+    for key, value in given.items():
+        if key == "preset":
+            continue
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
-    return CaseStudyParams(**merged)
+    return merged
+
+
+def preset(name: str, **overrides: Any) -> CaseStudyParams:
+    """A preset's parameters with user overrides on top (nested dicts merge)."""
+    return CaseStudyParams(**{**overrides, "preset": name})
