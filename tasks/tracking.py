@@ -145,8 +145,15 @@ def log_file(run_id: str, path: str | Path, artifact_path: str | None = None) ->
 def log_dataset(run_id: str, manifest: pd.DataFrame, *, name: str, digest: str, source: str, context: str = "training") -> None:
     """Log the manifest as the run's dataset input (the Datasets column of the MLflow UI)."""
     import mlflow.data
+    from mlflow.data.dataset_source_registry import get_registered_sources
 
-    ds = mlflow.data.from_pandas(manifest, source=source, name=name, digest=digest, targets="class_id")
+    # A local file's source named explicitly: from a plain path MLflow warns that two source types match.
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    # Integer columns declared as float64 in the dataset's schema (MLflow warns that ints cannot hold missing
+    # values); the manifest itself is logged as a file, unchanged.
+    ints = manifest.select_dtypes("integer").columns
+    frame = manifest.astype({c: "float64" for c in ints})
+    ds = mlflow.data.from_pandas(frame, source=local._resolve(source), name=name, digest=digest, targets="class_id")
     client().log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
 
 
@@ -201,14 +208,23 @@ def fail_runs_of_flow_run(flow_run_id: str, status: str = "FAILED") -> int:
     return n
 
 
+def keras_requirements() -> list[str]:
+    """What a logged Keras model needs, stated (MLflow's inference of it fails here and warns)."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("keras", "tensorflow", "numpy")]
+
+
 def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str = "model_fold0") -> None:
     """Save a Keras model in MLflow's Keras flavor (signature + input example) under a run, without an active run."""
     import mlflow.keras
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    # an eager call: model.predict would trace a predict function for this one example
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
     with _SAVE_LOCK, tempfile.TemporaryDirectory() as tmp:   # MLflow's save_model is not thread-safe
         local = Path(tmp) / artifact_path
         local.mkdir()   # MLflow 3.17's Keras flavor writes the input example before creating the folder
-        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example)
+        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example,
+                                pip_requirements=keras_requirements())
         client().log_artifacts(run_id, str(local), artifact_path)

@@ -142,6 +142,7 @@ def init_worker(n_workers: int) -> None:
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # TensorFlow's native log lines (see tasks/runtime.py)
 
 
 def plan(models: list[str], features: list[str], augmented: list[str], *, seed: int, repeats: dict[str, int],

@@ -17,6 +17,7 @@ import math
 import random
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from tasks.models.nets import MODEL_NAMES, build_model
 # trainings in parallel threads collide ("name 'dense' is used 2 times"), and TensorFlow already
 # uses both cores, so Keras work in this process runs one estimator at a time.
 _KERAS_LOCK = threading.RLock()
+
+# One compiled forward pass per fitted Keras model (see KerasClassifier._forward_batches).
+_FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 SCHEDULES = ("constant", "cosine")
 _SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
@@ -258,12 +262,28 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         """Softmax probabilities (n, n_classes), float32; averaged over evenly spaced crops if cropping."""
         check_is_fitted(self, "model_")
         X = self._scale(self._as_model_input(np.asarray(X, dtype=np.float32)))
-        batch = max(self.batch_size, 64)
         if self.random_crop_frames and self.predict_crops:
             crops = self._crops(X, self.predict_crops)
-            probs = self.model_.predict(np.concatenate(crops), batch_size=batch, verbose=0)
+            probs = self._forward_batches(np.concatenate(crops))
             return probs.reshape(len(crops), len(X), -1).mean(axis=0).astype(np.float32)
-        return self.model_.predict(X, batch_size=batch, verbose=0).astype(np.float32)
+        return self._forward_batches(X)
+
+    def _forward_batches(self, X: np.ndarray) -> np.ndarray:
+        """The model's softmax over X in batches, through one compiled function per fitted model.
+
+        keras' predict() traces its function again for each new input shape (a fold's last, smaller batch,
+        the crops), and TensorFlow then warns about retracing on every fold; a concrete function with an
+        unknown batch size is traced once, when the model is first used."""
+        forward = _FORWARD.get(self.model_)
+        if forward is None:
+            model = self.model_
+            spec = tf.TensorSpec((None, *self.input_shape_), tf.float32)
+            forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+            _FORWARD[self.model_] = forward
+        batch = max(self.batch_size, 64)
+        out = [forward(tf.constant(X[i:i + batch])).numpy() for i in range(0, len(X), batch)]
+        n_classes = len(self.classes_)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n_classes), np.float32)
 
     def predict(self, X) -> np.ndarray:
         """Most probable class label per sample."""
