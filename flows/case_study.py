@@ -1,25 +1,36 @@
 """The ESC-10 case study as one Prefect flow: it only composes the tasks in tasks/."""
 from __future__ import annotations
 
+import time
+
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from flows.params import CaseStudyParams
 from tasks import config
 from tasks.augment import augment_task
 from tasks.ensemble_cv import ensemble_task
+from tasks.evaluation.progress import WorkProgress, estimated_cost
 from tasks.features import features_task
 from tasks.ingest import fetch_dataset, ingest
-from tasks.registry import best_single, register_task
+from tasks.registry import best_single, model_name, register_task
 from tasks.report import report_task, spectrogram_examples_task
 from tasks.split import split_task, subset_task
-from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run
+from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run, run_url
 from tasks.train import init_worker, longest_first, plan, train_task
 
 
 def _mark_mlflow_failed(flow, flow_run, state) -> None:
     """Failure/crash hook: no MLflow run of this flow run is left RUNNING."""
     fail_runs_of_flow_run(str(flow_run.id))
+
+
+def protocol_text(split: str, k: int) -> str:
+    """The evaluation protocol in words."""
+    return {"official": "cross-validation on the official folds", "group_kfold": f"{k}-fold CV grouped by source",
+            "book_holdout": "the book's 8-per-class hold-out"}[split]
 
 
 # Model trainings run in two worker processes (one per core, TensorFlow pinned to one thread each):
@@ -34,6 +45,7 @@ WORKERS = 2
 def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
     """Ingest -> split -> features (+ augmented training copies) -> k-fold CV per model -> ensembles -> report."""
     log = get_run_logger()
+    started = time.monotonic()
     data_dir = str(config.data_dir())
     root = fetch_dataset(params.source, data_dir)
     data = ingest(root, params.dataset, params.sample_rate, params.duration_s, data_dir, params.n_jobs)
@@ -61,8 +73,18 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
 
     log.info("cross-validating %d configurations on %d clips", len(specs), data["n_clips"])
     results_dir = str(config.stage_dir("results"))
+    ordered = longest_first(specs)
+    progress = WorkProgress([estimated_cost(s) for s in ordered])
+    artifact = create_progress_artifact(0.0, key="cross-validation",
+                                        description=f"cross-validation of {len(ordered)} configurations")
     with config.workers_share_prefect_api():
-        futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in longest_first(specs)]
+        futures = [train_task.submit(spec, inputs, exp_id, parent_id, results_dir) for spec in ordered]
+        index = {f.task_run_id: i for i, f in enumerate(futures)}
+        for future in as_completed(futures):
+            future.result()                                   # a failed training fails the flow here
+            line = progress.finish(index[future.task_run_id])
+            log.info("cross-validation: %s", line)
+            update_progress_artifact(artifact, 100 * progress.fraction, description=f"cross-validation: {line}")
         results = [f.result() for f in futures]
 
     if params.ensembles and len(results) > 1:
@@ -74,8 +96,14 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
     champion = None
     if params.register_champion:
         champion = register_task(best_single(results), inputs, params.model_dump(), exp_id, parent_id)
+    if champion:
+        champion = {**champion, "configuration": best_single(results)["name"]}
     end_run(parent_id, "FINISHED")
     best = max(results, key=lambda r: r["cv_accuracy_mean"])
     return {"parent_run_id": parent_id, "experiment_id": exp_id, "best": best["name"],
             "best_accuracy": best["cv_accuracy_mean"],
-            "champion": champion, "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results}}
+            "champion": champion, "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results},
+            "results_table": [{k: r[k] for k in ("name", "family", "cv_accuracy_mean", "cv_accuracy_sem")} for r in results],
+            "dataset": params.dataset, "n_clips": data["n_clips"], "protocol": protocol_text(params.split, params.k),
+            "seconds": time.monotonic() - started, "tracking_uri": config.tracking_uri(),
+            "run_url": run_url(parent_id), "registered_model": model_name(params.dataset)}

@@ -8,7 +8,6 @@ import typing
 from typing import Any
 
 
-
 def _is_simple_list(annotation) -> bool:
     return typing.get_origin(annotation) is list and typing.get_args(annotation) in ((str,), (int,))
 
@@ -90,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the case study flow (ingest, features, augment, k-fold CV, ensembles, report)",
                          )
     add_preset_options(run)
+    run.add_argument("--json", action="store_true", help="end with the result as JSON instead of the summary table")
 
     pred = sub.add_parser("predict", help="classify audio files with the registered champion model")
     pred.add_argument("files", nargs="+", help="audio files (wav, ogg, flac, mp3; any rate and length)")
@@ -113,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         from flows.case_study import case_study
 
         result = case_study(params)
-        print(json.dumps(result, indent=2, default=str))
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            from tasks.run_summary import summary_text
+
+            print("\n" + summary_text(result))
         return 0
     if args.command == "predict":
         from flows.predict import predict

@@ -63,7 +63,10 @@ def filtered_native_stderr(noise: re.Pattern = TF_STARTUP_NOISE) -> Iterator[Non
 
 
 def start_tensorflow_quietly() -> None:
-    """Import TensorFlow/Keras and initialise its devices with the start-up noise filtered out."""
+    """Import TensorFlow/Keras and run one op (which loads the rest of the runtime) with the start-up noise
+    filtered out; modules that import keras call this first."""
+    if "tensorflow" in sys.modules:
+        return
     with filtered_native_stderr():
         import keras  # noqa: F401
         import tensorflow as tf

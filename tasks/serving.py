@@ -202,12 +202,8 @@ def _save_estimator(estimator, folder: Path) -> tuple[str, str | None]:
 
 def _load_estimator(folder: Path, cfg: dict):
     if cfg.get("estimator_format") == "keras":
-        from tasks.runtime import filtered_native_stderr
-
         module, name = cfg["estimator_class"].split(":")
-        with filtered_native_stderr():   # TensorFlow's start-up lines
-            cls = getattr(importlib.import_module(module), name)
-        return cls.load(folder / "estimator.keras")
+        return getattr(importlib.import_module(module), name).load(folder / "estimator.keras")
     import joblib
 
     return joblib.load(folder / "estimator.joblib")

@@ -11,9 +11,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import tracking
-from tasks.ingest import read_manifest
 from tasks.cache import digest, save_json, save_npy
 from tasks.evaluate import cross_validate
+from tasks.evaluation.progress import Throttle, eta_text
+from tasks.ingest import read_manifest
 from tasks.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
 from tasks.models import catalog
 from tasks.split import load_splits
@@ -47,6 +48,21 @@ def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: s
     tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=title), "confusion_matrix.png")
     tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
     tracking.log_text(run_id, summary["report"], "classification_report.txt")
+
+
+# Per-epoch progress lines of deep models: at most one every this many seconds (and the end of fold 1).
+EPOCH_LINE_EVERY_S = 20.0
+
+
+def _epoch_progress(model: str, fn):
+    """Per-epoch progress while a deep model trains (nothing for the others: they never import Keras)."""
+    import contextlib
+
+    if catalog.info(model).family not in ("mlp", "cnn1d", "cnn2d") or model.endswith("_sklearn"):
+        return contextlib.nullcontext()
+    from tasks.models.keras_model import epoch_hook
+
+    return epoch_hook(fn)
 
 
 def _log_keras_fold(run_id: str, est, X_example: np.ndarray) -> None:
@@ -92,19 +108,34 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
             X, X_aug = _load(inputs["features"][feat]), _load(aug_path)
             factory = catalog.make(spec["model"], seed=spec["seed"], n_jobs=spec.get("n_jobs", 1), hyper=spec.get("hyper"))
             t0 = time.perf_counter()
+            n_folds, state = len(splits), {"fold": 0}
+            histories: list[dict] = []
+            throttle = Throttle(EPOCH_LINE_EVERY_S)
+
+            def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
+                if throttle(force=epoch == epochs and state["fold"] == 0):
+                    done = (state["fold"] + epoch / epochs) / n_folds
+                    log.info("%s: fold %d/%d epoch %d/%d loss %.3f (%s for this configuration)", spec["name"],
+                             state["fold"] + 1, n_folds, epoch, epochs, logs.get("loss", float("nan")),
+                             eta_text(done, time.perf_counter() - t0))
 
             def on_fold(k: int, info: dict) -> None:
-                log.info("%s: fold %d/%d accuracy %.3f (fit %.1fs)", spec["name"], k + 1, len(splits),
-                         info["accuracy"], info["fit_seconds"])
+                state["fold"] = k + 1
+                log.info("%s: fold %d/%d accuracy %.3f (fit %.1fs; %s for this configuration)", spec["name"], k + 1,
+                         n_folds, info["accuracy"], info["fit_seconds"], eta_text((k + 1) / n_folds, time.perf_counter() - t0))
+                throttle(force=True)
                 est = info["estimator"]
                 if hasattr(est, "history_"):
+                    histories.append(est.history_)
                     tracking.log_history(run_id, est.history_, fold=k)
                     if k == 0:
                         _log_keras_fold(run_id, est, np.asarray(X[splits[0][1][:2]]))
 
-            res = cross_validate(factory, np.asarray(X), y, splits, groups=groups, n_classes=len(names),
-                                 X_aug=None if X_aug is None else np.asarray(X_aug),
-                                 score_aug_test=spec.get("score_aug_test", False), on_fold=on_fold)
+            log.info("%s: training on %d folds", spec["name"], n_folds)
+            with _epoch_progress(spec["model"], on_epoch):
+                res = cross_validate(factory, np.asarray(X), y, splits, groups=groups, n_classes=len(names),
+                                     X_aug=None if X_aug is None else np.asarray(X_aug),
+                                     score_aug_test=spec.get("score_aug_test", False), on_fold=on_fold)
             proba = res["proba"]
             cv = {"fit_seconds": res["fit_seconds"], "predict_seconds": res["predict_seconds"],
                   "wall_seconds": time.perf_counter() - t0, "aug_test_accuracy": None}
@@ -112,6 +143,8 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
                 tested = ~np.isnan(res["aug_proba"][..., 0])
                 hits = res["aug_proba"].argmax(-1) == y[:, None]
                 cv["aug_test_accuracy"] = float(hits[tested].mean())
+            if histories:
+                save_json(out / "history.json", histories)
             save_npy(out / "proba.npy", proba)
             save_json(out / "summary.json", cv)
         summary = cv_summary(y, proba, splits, names)
@@ -120,7 +153,8 @@ def train_task(spec: dict, inputs: dict, experiment_id: str, parent_id: str, res
     return {"name": spec["name"], "model": spec["model"], "features": feat, "augmented": spec["augmented"],
             "family": params["family"], "run_id": run_id, "proba": str(out / "proba.npy"),
             "cv_accuracy_mean": summary["cv_accuracy_mean"], "cv_accuracy_sem": summary["cv_accuracy_sem"],
-            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"]))}
+            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"])),
+            "history": str(out / "history.json") if (out / "history.json").exists() else None}
 
 
 _FAMILY_COST = {"cnn2d": 0, "cnn1d": 1, "mlp": 2, "classical": 3}

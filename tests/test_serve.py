@@ -77,8 +77,9 @@ def test_a_preset_named_in_the_parameters_fills_the_fields_not_given():
 
 
 def test_serve_accepts_every_option_run_accepts(capsys, tmp_path):
-    from flows.cli import add_param_options, main
     import argparse
+
+    from flows.cli import add_param_options, main
 
     parser = argparse.ArgumentParser()
     add_param_options(parser)
@@ -207,7 +208,7 @@ def test_case_study_against_real_prefect_and_mlflow_servers(servers):
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     env, tmp = servers["env"], servers["tmp"]
-    proc = _run_cli(["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--register-champion"], env,
+    proc = _run_cli(["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--register-champion", "--json"], env,
                     tmp / "run.log", 1500)
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout[proc.stdout.index("\n{") if not proc.stdout.startswith("{") else 0:])

@@ -32,10 +32,7 @@ def make_deep(name: str, *, seed: int, **params):
     go to the estimator, anything else (kernel, widths, ...) to the network factory."""
     import inspect
 
-    from tasks.runtime import filtered_native_stderr
-
-    with filtered_native_stderr():   # TensorFlow's start-up lines
-        from tasks.models.keras_model import KerasClassifier
+    from tasks.models.keras_model import KerasClassifier
 
     accepted = set(inspect.signature(KerasClassifier).parameters)
     net = {**(params.pop("hyper", None) or {}), **{k: params.pop(k) for k in list(params) if k not in accepted}}

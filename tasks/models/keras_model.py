@@ -21,14 +21,17 @@ import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
-from matplotlib.figure import Figure
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from tasks.runtime import start_tensorflow_quietly
 
-from tasks.models.nets import MODEL_NAMES, build_model
+start_tensorflow_quietly()   # before keras imports TensorFlow: its start-up lines filtered out
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+from tasks.models.nets import MODEL_NAMES, build_model  # noqa: E402
 
 # Keras' global state (layer-name counters, clear_session) is per process, not per thread: two
 # trainings in parallel threads collide ("name 'dense' is used 2 times"), and TensorFlow already
@@ -37,6 +40,30 @@ _KERAS_LOCK = threading.RLock()
 
 # One compiled forward pass per fitted Keras model (see KerasClassifier._forward_batches).
 _FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+# Called after every training epoch as fn(epoch, epochs, logs) while `epoch_hook(fn)` is open (progress lines).
+_EPOCH_HOOKS: list = []
+
+
+@contextmanager
+def epoch_hook(fn):
+    """While open, every fit in this process calls fn(epoch (1-based), epochs, logs) after each epoch."""
+    _EPOCH_HOOKS.append(fn)
+    try:
+        yield fn
+    finally:
+        _EPOCH_HOOKS.remove(fn)
+
+
+class _EpochHooks(keras.callbacks.Callback):
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        for fn in list(_EPOCH_HOOKS):
+            fn(epoch + 1, self.epochs, dict(logs or {}))
+
 
 SCHEDULES = ("constant", "cosine")
 _SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
@@ -193,7 +220,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             y_val = np.eye(n_classes, dtype=np.float32)[y_idx[val_idx]]
             val_data = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(max(self.batch_size, 64))
         hist = model.fit(self._train_dataset(x_train, y_train), epochs=self.epochs,
-                         steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False, verbose=self.verbose)
+                         steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False, verbose=self.verbose,
+                         callbacks=[_EpochHooks(self.epochs)] if _EPOCH_HOOKS else None)
 
         self.model_ = model
         self.history_ = {k: [float(v) for v in hist.history.get(k, [])]
