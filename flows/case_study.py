@@ -18,7 +18,8 @@ from tasks.ingest import fetch_dataset, ingest
 from tasks.registry import best_single, model_name, register_task
 from tasks.report import report_task, spectrogram_examples_task
 from tasks.split import split_task, subset_task
-from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run, run_url
+from tasks.run_summary import run_description
+from tasks.tracking import end_run, fail_runs_of_flow_run, open_parent_run, run_url, set_description
 from tasks.train import init_worker, longest_first, plan, train_task
 
 
@@ -98,12 +99,16 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
         champion = register_task(best_single(results), inputs, params.model_dump(), exp_id, parent_id)
     if champion:
         champion = {**champion, "configuration": best_single(results)["name"]}
-    end_run(parent_id, "FINISHED")
     best = max(results, key=lambda r: r["cv_accuracy_mean"])
-    return {"parent_run_id": parent_id, "experiment_id": exp_id, "best": best["name"],
-            "best_accuracy": best["cv_accuracy_mean"],
-            "champion": champion, "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results},
-            "results_table": [{k: r[k] for k in ("name", "family", "cv_accuracy_mean", "cv_accuracy_sem")} for r in results],
-            "dataset": params.dataset, "n_clips": data["n_clips"], "protocol": protocol_text(params.split, params.k),
-            "seconds": time.monotonic() - started, "tracking_uri": config.tracking_uri(),
-            "run_url": run_url(parent_id), "registered_model": model_name(params.dataset)}
+    summary = {"parent_run_id": parent_id, "experiment_id": exp_id, "best": best["name"],
+               "best_accuracy": best["cv_accuracy_mean"],
+               "champion": champion, "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results},
+               "results_table": [{k: r[k] for k in ("name", "family", "cv_accuracy_mean", "cv_accuracy_sem")}
+                                 for r in results],
+               "dataset": params.dataset, "source": str(root), "preset": params.preset, "n_clips": data["n_clips"],
+               "protocol": protocol_text(params.split, params.k), "seconds": time.monotonic() - started,
+               "tracking_uri": config.tracking_uri(), "run_url": run_url(parent_id),
+               "registered_model": model_name(params.dataset)}
+    set_description(parent_id, run_description(summary))
+    end_run(parent_id, "FINISHED")
+    return summary

@@ -53,3 +53,30 @@ def summary_text(summary: dict, *, n_models: int = 5, n_ensembles: int = 3) -> s
         lines.append(f"Report: {summary['report']}")
     lines += ["", "Next:", *(f"  {c}" for c in next_commands(summary))]
     return "\n".join(lines)
+
+
+def run_description(summary: dict) -> str:
+    """One paragraph for the parent run's description: dataset, protocol, best result, champion."""
+    results = summary["results_table"]
+    singles = [r for r in results if r["family"] != "ensemble"]
+    ensembles = [r for r in results if r["family"] == "ensemble"]
+    best = max(results, key=lambda r: r["cv_accuracy_mean"])
+    best_single = max(singles, key=lambda r: r["cv_accuracy_mean"]) if singles else None
+
+    def pct(r: dict) -> str:
+        return f"{100 * r['cv_accuracy_mean']:.1f} +- {100 * r['cv_accuracy_sem']:.1f}%"
+
+    text = (f"Case study on {summary['dataset']} ({summary['n_clips']} clips"
+            f"{', from ' + summary['source'] if summary.get('source') else ''}), preset {summary.get('preset', '?')}: "
+            f"{summary['protocol']} of {len(singles)} model configurations and {len(ensembles)} ensembles, "
+            f"in {duration_text(summary['seconds'])}. Best: {best['name']} at {pct(best)} (mean +- SEM over folds)")
+    if best_single is not None and best_single is not best:
+        text += f"; best single model {best_single['name']} at {pct(best_single)}"
+    champion = summary.get("champion")
+    if champion:
+        moved = "moved to it" if champion.get("alias_moved") else "not moved"
+        text += (f". Champion: {champion['name']} v{champion['version']} ({champion.get('configuration', '')}), "
+                 f"alias {moved}: {champion.get('reason', '')}.")
+    else:
+        text += ". No champion registered by this run."
+    return text

@@ -20,6 +20,8 @@ from tasks import config
 from tasks.ingest import read_manifest
 
 MAX_PARAM_LEN = 6000
+# MLflow 3 opens an experiment on its GenAI overview unless tagged as model development (the training runs view).
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 _SAVE_LOCK = threading.Lock()
 
 
@@ -35,8 +37,16 @@ def ensure_experiment(name: str) -> str:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND) != TRAINING_KIND:
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=config.artifact_location(name))
+    return c.create_experiment(name, artifact_location=config.artifact_location(name),
+                               tags={EXPERIMENT_KIND: TRAINING_KIND})
+
+
+def set_description(run_id: str, text: str) -> None:
+    """The run's description in the MLflow UI (markdown)."""
+    client().set_tag(run_id, "mlflow.note.content", text)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -31,6 +31,9 @@ def test_parent_and_child_runs(smoke_run):
     assert parent.data.params["seed"] == str(params.seed)
     assert parent.data.params["augmentation.n_copies"] == "1"
     assert parent.inputs.dataset_inputs, "manifest logged as the dataset input"
+    assert c.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    note = parent.data.tags["mlflow.note.content"]
+    assert params.dataset in note and first["best"] in note and f"{100 * first['best_accuracy']:.1f}" in note
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
     assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png"} <= arts
 

@@ -28,3 +28,12 @@ def test_summary_says_why_the_champion_moved_or_not():
     text = summary_text(_summary(champion=champ, tracking_uri="http://mlflow:5000"))
     assert "v4 (m7/engineered)" in text and "not moved: candidate 0.570 does not beat" in text
     assert "open http://127.0.0.1:5000/#/experiments/1/runs/abc" in text
+
+
+def test_run_description_is_one_paragraph_with_dataset_protocol_best_and_champion():
+    from tasks.run_summary import run_description
+
+    text = run_description(_summary(preset="smoke", source="/data/esc10"))
+    assert "\n" not in text and "esc10 (400 clips, from /data/esc10)" in text and "official folds" in text
+    assert "Best: ensemble:average at 90.0 +- 1.2%" in text and "best single model m7/engineered at 57.0 +- 8.0%" in text
+    assert "No champion registered" in text
