@@ -14,6 +14,7 @@ from tasks.augment import augment_task
 from tasks.ensemble_cv import ensemble_task
 from tasks.evaluation.progress import WorkProgress, estimated_cost
 from tasks.features import features_task
+from tasks.ghosts import close_ghosts_task
 from tasks.ingest import fetch_dataset, ingest
 from tasks.registry import best_single, model_name, register_task
 from tasks.report import report_task, spectrogram_examples_task
@@ -53,6 +54,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
     if params.clips_per_class_fold:
         data = subset_task(data, params.clips_per_class_fold, str(config.stage_dir("interim")))
     experiment = params.experiment or f"soundflow-{params.dataset}"
+    close_ghosts_task()      # runs a killed process left RUNNING: KILLED, with the reason
     exp_id, parent_id = open_parent_run(experiment, params.model_dump(), data["manifest"], data["digest"])
     splits = split_task(data["manifest"], params.split, params.k, params.seed,
                         str(config.stage_dir("interim") / f"splits-{data['digest']}-{params.split}-{params.k}-{params.seed}.json"))

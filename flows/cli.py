@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--name", default="case-study-nightly")
     add_preset_options(serve)
 
+    runs = sub.add_parser("runs", help="list MLflow runs left RUNNING by a process that died (--clean: close them)")
+    runs.add_argument("--clean", action="store_true", help="set those runs to KILLED, with a tag saying why")
+
     args = parser.parse_args(argv)
     from tasks.runtime import quiet_defaults
 
@@ -131,6 +134,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         failed = [r for r in rows if r.get("error")]
         return 1 if failed and len(failed) == len(rows) else 0
+    if args.command == "runs":
+        from tasks import ghosts, tracking
+
+        if args.clean:
+            closed = ghosts.close_ghosts(tracking.client())
+            for run_id, why in closed:
+                print(f"{run_id}  KILLED: {why}")
+            print(f"closed {len(closed)} run(s) left RUNNING by a process that died")
+        else:
+            found = ghosts.ghost_runs(tracking.client())
+            for run, why in found:
+                print(f"{run.info.run_id}  {run.info.run_name}: {why}")
+            print(f"{len(found)} run(s) left RUNNING by a process that died" + (" (soundflow runs --clean closes them)" if found else ""))
+        return 0
     if args.command == "serve":
         from flows.serve import serve_case_study
 

@@ -74,7 +74,9 @@ def git_commit() -> str:
 def start_run(experiment_id: str, *, name: str, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, parent_id: str | None = None) -> str:
     """Create a run (nested under parent_id if given) and log its params; returns the run id."""
-    all_tags = {"mlflow.source.git.commit": git_commit(), **_flow_run_tags(), **(tags or {})}
+    from tasks.ghosts import process_tags
+
+    all_tags = {"mlflow.source.git.commit": git_commit(), **_flow_run_tags(), **process_tags(), **(tags or {})}
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id
     run = client().create_run(experiment_id, run_name=name, tags=all_tags)
