@@ -15,6 +15,7 @@ from tasks.ensemble_cv import ensemble_task
 from tasks.evaluation.progress import WorkProgress, estimated_cost
 from tasks.features import features_task
 from tasks.ghosts import close_ghosts_task
+from tasks.html_report import html_report_task
 from tasks.ingest import fetch_dataset, ingest
 from tasks.registry import best_single, model_name, register_task
 from tasks.report import report_task, spectrogram_examples_task
@@ -112,5 +113,6 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:
                "tracking_uri": config.tracking_uri(), "run_url": run_url(parent_id),
                "registered_model": model_name(params.dataset)}
     set_description(parent_id, run_description(summary))
+    summary["report"] = html_report_task(results, data, splits, summary, parent_id, str(config.stage_dir("reports")))
     end_run(parent_id, "FINISHED")
     return summary

@@ -35,7 +35,10 @@ def test_parent_and_child_runs(smoke_run):
     note = parent.data.tags["mlflow.note.content"]
     assert params.dataset in note and first["best"] in note and f"{100 * first['best_accuracy']:.1f}" in note
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png"} <= arts
+    assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png",
+            "report/index.html"} <= arts
+    page = open(first["report"], encoding="utf-8").read()          # kept under data/reports/<run id>/
+    assert first["report"].startswith(str(config.data_dir() / "reports")) and first["best"] in page
 
     children = _children(c, parent.info.run_id)
     names = {r.info.run_name for r in children}
