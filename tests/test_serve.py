@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -175,6 +176,15 @@ def servers(tmp_path_factory):
             _stop(proc)
 
 
+@contextlib.contextmanager
+def temporary_api(url: str):
+    """This process talks to the given Prefect server while open."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
 def _finished_flow_runs(api: str, **filters) -> list:
     """Flow runs in a final state (completed, failed, crashed, cancelled); the scheduler's future runs are skipped."""
     from prefect.client.orchestration import PrefectClient
@@ -272,7 +282,7 @@ def test_serve_runs_the_schedule_and_leaves_it_active_on_shutdown(servers):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(2400)
 def test_prefect_deploy_of_prefect_yaml_resolves_to_the_default_preset(servers):
     """`prefect deploy --all` of prefect.yaml on a real server: the stored parameters validate to the default preset."""
     from prefect.client.orchestration import PrefectClient
@@ -299,3 +309,24 @@ def test_prefect_deploy_of_prefect_yaml_resolves_to_the_default_preset(servers):
     expected = CaseStudyParams.model_validate_json(printed.stdout)
     assert expected == preset("default")
     assert resolved == expected, {k: (v, getattr(expected, k)) for k, v in resolved if v != getattr(expected, k)}
+
+    # A custom run of this deployment that names another preset (as from the UI) runs that preset: a worker
+    # executes it here with the smoke preset on the real data.
+    from prefect.deployments import run_deployment
+
+    custom = {"params": {"preset": "smoke", "source": str(SHARED_ESC10), "experiment": "soundflow-deployed"}}
+    with temporary_api(servers["prefect_api"]):
+        flow_run = run_deployment("case-study/case-study-nightly", parameters=custom, timeout=0)
+    venv_path = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}  # the worker runs `python`
+    worker = subprocess.run([prefect_bin, "worker", "start", "--pool", "soundflow", "--run-once"], env=venv_path, cwd=ROOT,
+                            capture_output=True, text=True, timeout=1500)
+    (tmp / "worker.log").write_text(worker.stdout + worker.stderr)
+
+    async def read_run():
+        async with PrefectClient(servers["prefect_api"]) as client:
+            return await client.read_flow_run(flow_run.id)
+
+    done = asyncio.run(read_run())
+    assert done.state.is_completed(), (worker.stdout + worker.stderr)[-5000:]
+    ran = CaseStudyParams(**done.parameters["params"])
+    assert ran == preset("smoke", source=str(SHARED_ESC10), experiment="soundflow-deployed")
