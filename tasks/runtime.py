@@ -22,9 +22,12 @@ def quiet_defaults(environ=os.environ) -> dict[str, str]:
 
     - PREFECT_SERVER_ANALYTICS_ENABLED=false: the temporary Prefect server's telemetry service, which offline
       logs "ERROR ... Failed to send telemetry" and, under load, a "database is locked" traceback.
+    - PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90: the temporary server's start-up wait (20 s by default,
+      which a busy 2-core machine exceeded here: the run died with "Timed out ... ephemeral Prefect API server").
     - TF_CPP_MIN_LOG_LEVEL=3: TensorFlow's native INFO/WARNING/ERROR log lines (a real failure still raises).
     """
-    wanted = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    wanted = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+              "TF_CPP_MIN_LOG_LEVEL": "3"}
     chosen = {k: v for k, v in wanted.items() if k not in environ and not _in_prefect_profile(k)}
     environ.update(chosen)
     return chosen
