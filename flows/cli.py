@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import typing
 from pathlib import Path
@@ -86,19 +85,38 @@ def inspect_dataset(params, *, audit: bool = False) -> str:
     return text
 
 
+def add_preset_options(parser: argparse.ArgumentParser) -> None:
+    """--preset, --params-file, --print-params and one option per parameter (shared by run and serve)."""
+    from flows.params import PRESETS
+
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="smoke: seconds (tests/CI); default: every family in ~24 min; book: the full book "
+                             "reproduction (hours) [default: the params file's preset, else default]")
+    parser.add_argument("--params-file", help="JSON file of parameter overrides (applied before the options)")
+    parser.add_argument("--print-params", action="store_true", help="print the resolved parameters and exit")
+    add_param_options(parser)
+
+
+def resolved_params(args: argparse.Namespace):
+    """The preset named by --preset (or by the params file), then the params file, then the options."""
+    from flows.params import preset
+
+    given = {**_load_args_file(args), **overrides_from(args)}
+    name = args.preset or given.get("preset") or "default"
+    given.pop("preset", None)
+    return preset(name, **given)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from flows.params import PRESETS, CaseStudyParams
+    from flows.params import CaseStudyParams
 
     parser = argparse.ArgumentParser(prog="soundflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the case study flow (ingest, features, augment, k-fold CV, ensembles, report)",
                          )
-    run.add_argument("--preset", default="default", choices=sorted(PRESETS),
-                     help="smoke: seconds (tests/CI); default: every family in ~30 min; book: the full book reproduction (hours)")
-    run.add_argument("--params-file", help="JSON file of parameter overrides (applied before the options)")
-    run.add_argument("--print-params", action="store_true", help="print the resolved parameters and exit")
-    add_param_options(run)
+    add_preset_options(run)
+    run.add_argument("--json", action="store_true", help="end with the result as JSON instead of the summary table")
 
     pred = sub.add_parser("predict", help="classify audio files with the registered champion model")
     pred.add_argument("files", nargs="+", help="audio files (wav, ogg, flac, mp3; any rate and length)")
@@ -117,23 +135,30 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="serve the case study as a scheduled Prefect deployment (needs a Prefect server)")
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule [default: nightly 02:00]")
-    serve.add_argument("--preset", default="default", choices=sorted(PRESETS))
     serve.add_argument("--name", default="case-study-nightly")
-    serve.add_argument("--params-file", help="JSON file of parameter overrides")
+    add_preset_options(serve)
+
+    runs = sub.add_parser("runs", help="list MLflow runs left RUNNING by a process that died (--clean: close them)")
+    runs.add_argument("--clean", action="store_true", help="set those runs to KILLED, with a tag saying why")
 
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.command == "run":
-        from flows.params import preset
+    from tasks.runtime import quiet_defaults
 
-        params = preset(args.preset, **{**_load_args_file(args), **overrides_from(args)})
-        if args.print_params:
-            print(params.model_dump_json(indent=2))
-            return 0
+    quiet_defaults()
+    if args.command in ("run", "serve") and args.print_params:
+        print(resolved_params(args).model_dump_json(indent=2))
+        return 0
+    if args.command == "run":
+        params = resolved_params(args)
         from flows.case_study import case_study
 
         result = case_study(params)
-        print(json.dumps(result, indent=2, default=str))
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            from tasks.tracking.run_summary import summary_text
+
+            print("\n" + summary_text(result))
         return 0
     if args.command == "inspect":
         from flows.params import CaseStudyParams as Params
@@ -158,11 +183,25 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         failed = [r for r in rows if r.get("error")]
         return 1 if failed and len(failed) == len(rows) else 0
+    if args.command == "runs":
+        from tasks.tracking import ghosts
+        from tasks.tracking import runs as tracking
+
+        if args.clean:
+            closed = ghosts.close_ghosts(tracking.client())
+            for run_id, why in closed:
+                print(f"{run_id}  KILLED: {why}")
+            print(f"closed {len(closed)} run(s) left RUNNING by a process that died")
+        else:
+            found = ghosts.ghost_runs(tracking.client())
+            for run, why in found:
+                print(f"{run.info.run_id}  {run.info.run_name}: {why}")
+            print(f"{len(found)} run(s) left RUNNING by a process that died" + (" (soundflow runs --clean closes them)" if found else ""))
+        return 0
     if args.command == "serve":
-        from flows.params import preset
         from flows.serve import serve_case_study
 
-        params = preset(args.preset, **_load_args_file(args))
+        params = resolved_params(args)
         serve_case_study(params, cron=args.cron, name=args.name)
         return 0
     return 2

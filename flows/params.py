@@ -12,7 +12,7 @@ from tasks.models.classical import BOOK_SUITE
 class CaseStudyParams(BaseModel):
     """Everything a case-study run depends on; MLflow logs it flat on the parent run."""
 
-    preset: str = Field("default", description="name of the preset these values started from (informational)")
+    preset: str = Field("default", description="preset whose values fill every field not given: smoke, default or book")
     source: str | None = Field(None, description="dataset folder, CSV manifest, .zip or URL; default: download ESC-50 and keep ESC-10")
     dataset: Literal["auto", "esc10", "esc50", "urbansound8k", "folders", "csv"] = Field("auto", description="layout to read: auto detects it (esc10 with no source); esc10 on an ESC-50 folder takes its ESC-10 subset")
     group_pattern: str | None = Field(None, description="folders layout: regex whose first capture group, matched against the file name, is the group (speaker, source recording)")
@@ -43,6 +43,15 @@ class CaseStudyParams(BaseModel):
     runner: Literal["local", "dask"] = Field("local", description="where the (configuration, fold) tasks run: a local process pool, or Dask (needs the dask extra)")
     dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask; none: a LocalCluster of n_jobs workers)")
     reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """Wherever parameters enter (CLI, serve, prefect.yaml, a custom run in the Prefect UI), the named
+        preset (default: "default") gives every field not given explicitly; nested dicts merge."""
+        if not isinstance(data, dict):
+            return data
+        return merge_preset(data.get("preset") or "default", data)
 
     @model_validator(mode="after")
     def _window_and_default_dataset(self) -> "CaseStudyParams":
@@ -131,14 +140,21 @@ BOOK: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {"smoke": SMOKE, "default": DEFAULT, "book": BOOK}
 
 
-def preset(name: str, **overrides: Any) -> CaseStudyParams:
-    """A preset's parameters with user overrides on top (nested dicts merge)."""
+def merge_preset(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The preset's values under the given ones (a given dict merges into the preset's dict of that name)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     merged = {**PRESETS[name], "preset": name}
-    for key, value in overrides.items():
+    for key, value in given.items():
+        if key == "preset":
+            continue
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
-    return CaseStudyParams(**merged)
+    return merged
+
+
+def preset(name: str, **overrides: Any) -> CaseStudyParams:
+    """A preset's parameters with user overrides on top (nested dicts merge)."""
+    return CaseStudyParams(**{**overrides, "preset": name})

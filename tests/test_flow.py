@@ -31,8 +31,14 @@ def test_parent_and_child_runs(smoke_run):
     assert parent.data.params["seed"] == str(params.seed)
     assert parent.data.params["augmentation.n_copies"] == "1"
     assert parent.inputs.dataset_inputs, "manifest logged as the dataset input"
+    assert c.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    note = parent.data.tags["mlflow.note.content"]
+    assert params.dataset in note and first["best"] in note and f"{100 * first['best_accuracy']:.1f}" in note
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png"} <= arts
+    assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png",
+            "report/index.html"} <= arts
+    page = open(first["report"], encoding="utf-8").read()          # kept under data/reports/<run id>/
+    assert first["report"].startswith(str(config.data_dir() / "reports")) and first["best"] in page
     # the leakage audit ran on the official folds and found nothing crossing them
     assert parent.data.tags["soundflow.audit.group_pattern"] == ""
     assert "audit/summary.md" in {a.path for a in c.list_artifacts(parent.info.run_id, "audit")}
@@ -113,3 +119,22 @@ def test_pool_workers_get_the_flow_api_only_while_training(prefect_harness, monk
     monkeypatch.setenv("PREFECT_API_URL", "http://example.invalid/api")
     with config.workers_share_prefect_api():
         assert os.environ["PREFECT_API_URL"] == "http://example.invalid/api"   # a configured server wins
+
+
+def test_progress_artifact_and_closing_summary(smoke_run):
+    from prefect.client.orchestration import get_client
+
+    from tasks.tracking.run_summary import summary_text
+
+    _, first, _ = smoke_run
+    flow_run_id = MlflowClient(config.tracking_uri()).get_run(first["parent_run_id"]).data.tags["prefect.flow_run_id"]
+    with get_client(sync_client=True) as client:
+        # the API directly: Prefect 3.8.8's read_artifacts sends null filters its own server rejects (422)
+        resp = client._client.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    progress = [a for a in resp.json() if a["type"] == "progress"]
+    assert len(progress) == 1 and float(progress[0]["data"]) == pytest.approx(100.0)
+    assert "configurations" in progress[0]["description"] and "left" in progress[0]["description"]
+    text = summary_text(first)
+    best = max(first["results_table"], key=lambda r: r["cv_accuracy_mean"])
+    assert f"{100 * best['cv_accuracy_mean']:5.1f} +- {100 * best['cv_accuracy_sem']:.1f}" in text
+    assert first["parent_run_id"] in text and "soundflow predict" in text

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -46,6 +47,55 @@ def test_prefect_yaml_defines_the_same_flow_for_a_work_pool():
     params = CaseStudyParams(**dep["parameters"]["params"])
     assert params.register_champion and params.preset == "default"
     assert dep["work_pool"]["name"] == "soundflow"
+
+
+def _printed_params(capsys, argv: list[str]) -> CaseStudyParams:
+    from flows.cli import main
+
+    assert main(argv) == 0
+    return CaseStudyParams.model_validate_json(capsys.readouterr().out)
+
+
+def test_prefect_yaml_deployment_resolves_to_the_default_preset(capsys):
+    """The nightly deployment's parameters, validated as the flow run validates them, are the CLI's default run."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    [dep] = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
+    resolved = flow.validate_parameters(dep["parameters"])["params"]
+    assert resolved == _printed_params(capsys, ["run", "--preset", "default", "--print-params"])
+    assert "cnn2d_logmel" in resolved.models and resolved.ensemble_members == 4   # not the bare field defaults
+
+
+def test_a_preset_named_in_the_parameters_fills_the_fields_not_given():
+    from flows.params import SMOKE
+
+    p = CaseStudyParams(preset="smoke", seed=5, hyper={"rf50": {"max_depth": 3}})
+    assert p.seed == 5 and p.clips_per_class_fold == SMOKE["clips_per_class_fold"] and p.models == SMOKE["models"]
+    assert p.hyper == {**SMOKE["hyper"], "rf50": {"max_depth": 3}}
+    assert CaseStudyParams(**p.model_dump(mode="json")) == p          # a stored deployment re-validates to itself
+    assert CaseStudyParams() == preset("default")
+
+
+def test_serve_accepts_every_option_run_accepts(capsys, tmp_path):
+    import argparse
+
+    from flows.cli import add_param_options, main
+
+    parser = argparse.ArgumentParser()
+    add_param_options(parser)
+    flags = [a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) == len(CaseStudyParams.model_fields) - 1
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--help"])
+    assert exc.value.code == 0
+    helptext = capsys.readouterr().out
+    assert [f for f in flags if f not in helptext] == []
+    overrides = tmp_path / "p.json"
+    overrides.write_text(json.dumps({"preset": "smoke", "seed": 2}))
+    argv = ["--params-file", str(overrides), "--models", "rf50,rbf_svm", "--k", "4", "--print-params"]
+    served = _printed_params(capsys, ["serve", *argv])
+    assert served == _printed_params(capsys, ["run", *argv]) == preset("smoke", seed=2, models=["rf50", "rbf_svm"], k=4)
 
 
 def test_serve_without_a_server_explains_what_to_start():
@@ -126,6 +176,15 @@ def servers(tmp_path_factory):
             _stop(proc)
 
 
+@contextlib.contextmanager
+def temporary_api(url: str):
+    """This process talks to the given Prefect server while open."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
 def _finished_flow_runs(api: str, **filters) -> list:
     """Flow runs in a final state (completed, failed, crashed, cancelled); the scheduler's future runs are skipped."""
     from prefect.client.orchestration import PrefectClient
@@ -159,7 +218,7 @@ def test_case_study_against_real_prefect_and_mlflow_servers(servers):
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     env, tmp = servers["env"], servers["tmp"]
-    proc = _run_cli(["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--register-champion"], env,
+    proc = _run_cli(["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--register-champion", "--json"], env,
                     tmp / "run.log", 1500)
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout[proc.stdout.index("\n{") if not proc.stdout.startswith("{") else 0:])
@@ -218,3 +277,56 @@ def test_serve_runs_the_schedule_and_leaves_it_active_on_shutdown(servers):
 
     dep = asyncio.run(deployment())
     assert not dep.paused and dep.parameters["params"]["source"] == str(SHARED_ESC10)
+    served = CaseStudyParams(**dep.parameters["params"])
+    assert served == preset("smoke", **json.loads(overrides.read_text()))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_prefect_deploy_of_prefect_yaml_resolves_to_the_default_preset(servers):
+    """`prefect deploy --all` of prefect.yaml on a real server: the stored parameters validate to the default preset."""
+    from prefect.client.orchestration import PrefectClient
+    from prefect.flows import load_flow_from_entrypoint
+
+    env, tmp = servers["env"], servers["tmp"]
+    prefect_bin = str(Path(sys.executable).parent / "prefect")
+    for args in (["work-pool", "create", "soundflow", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
+        proc = subprocess.run([prefect_bin, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        out = proc.stdout + proc.stderr
+        # Prefect 3.8.8's CLI saves the deployment, then asks for online workers with limit=None, which its own
+        # server answers 422: that closing check alone may fail.
+        assert proc.returncode == 0 or "workers/filter" in out, out[-3000:]
+
+    async def deployment():
+        async with PrefectClient(servers["prefect_api"]) as client:
+            return await client.read_deployment_by_name("case-study/case-study-nightly")
+
+    dep = asyncio.run(deployment())
+    assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
+    flow = load_flow_from_entrypoint(str(ROOT / "flows/case_study.py:case_study"))
+    resolved = flow.validate_parameters(dep.parameters)["params"]   # as the flow run will see them
+    printed = _run_cli(["run", "--preset", "default", "--print-params"], env, tmp / "print.log", 120)
+    expected = CaseStudyParams.model_validate_json(printed.stdout)
+    assert expected == preset("default")
+    assert resolved == expected, {k: (v, getattr(expected, k)) for k, v in resolved if v != getattr(expected, k)}
+
+    # A custom run of this deployment that names another preset (as from the UI) runs that preset: a worker
+    # executes it here with the smoke preset on the real data.
+    from prefect.deployments import run_deployment
+
+    custom = {"params": {"preset": "smoke", "source": str(SHARED_ESC10), "experiment": "soundflow-deployed"}}
+    with temporary_api(servers["prefect_api"]):
+        flow_run = run_deployment("case-study/case-study-nightly", parameters=custom, timeout=0)
+    venv_path = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}  # the worker runs `python`
+    worker = subprocess.run([prefect_bin, "worker", "start", "--pool", "soundflow", "--run-once"], env=venv_path, cwd=ROOT,
+                            capture_output=True, text=True, timeout=1500)
+    (tmp / "worker.log").write_text(worker.stdout + worker.stderr)
+
+    async def read_run():
+        async with PrefectClient(servers["prefect_api"]) as client:
+            return await client.read_flow_run(flow_run.id)
+
+    done = asyncio.run(read_run())
+    assert done.state.is_completed(), (worker.stdout + worker.stderr)[-5000:]
+    ran = CaseStudyParams(**done.parameters["params"])
+    assert ran == preset("smoke", source=str(SHARED_ESC10), experiment="soundflow-deployed")

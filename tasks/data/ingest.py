@@ -19,7 +19,7 @@ from tasks.cache import atomic_path, digest, file_sha256, save_json
 from tasks.data.audio import decode_region
 from tasks.data.layouts import scan
 from tasks.data.layouts.base import Listing
-from tasks.data.manifest import COLUMNS, read_manifest, read_rejected, write_manifest, write_rejected
+from tasks.data.manifest import COLUMNS, has_folds, read_manifest, read_rejected, write_manifest, write_rejected
 from tasks.data.windows import cut, loudness_db
 from tasks.errors import AudioDecodeError, DatasetError
 from tasks.logs import run_logger
@@ -73,7 +73,8 @@ def build(root: str | os.PathLike, *, dataset: str = "auto", group_pattern: str 
     return {"manifest": str(paths["manifest"]), "clips": str(paths["clips"]), "rejected": str(paths["rejected"]),
             "dataset": str(paths["dataset"]), "digest": key, "name": listing.name, "layout": listing.layout,
             "n_clips": len(manifest), "n_recordings": int(manifest["recording_id"].nunique()),
-            "n_rejected": len(read_rejected(paths["rejected"])), "notes": list(listing.notes)}
+            "n_rejected": len(read_rejected(paths["rejected"])), "notes": list(listing.notes),
+            "has_folds": has_folds(manifest)}
 
 
 def _with_ids(listing: Listing) -> pd.DataFrame:

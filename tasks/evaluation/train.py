@@ -1,8 +1,10 @@
 """The cross-validation plan: configurations (model x representation [+ copies]), each fitted fold by fold."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from tasks.cache import atomic_path, digest
 from tasks.data.manifest import class_names, read_manifest
 from tasks.data.split import load_splits
 from tasks.evaluation.cv import fit_and_score
+from tasks.evaluation.progress import Throttle, eta_text
 from tasks.models import catalog
 
 
@@ -94,12 +97,33 @@ def fold_outcome(future, spec: dict, fold: int) -> dict:
         return {"name": spec["name"], "fold": fold, "error": f"{type(exc).__name__}: {exc}"}
 
 
+# Per-epoch progress lines of deep models: at most one every this many seconds (and the last epoch).
+EPOCH_LINE_EVERY_S = 20.0
+
+
+def _epoch_progress(model: str, fn):
+    """Per-epoch progress while a deep model trains (nothing for the others: they never import Keras)."""
+    if not catalog.info(model).defaults:
+        return contextlib.nullcontext()
+    from tasks.models.keras_model import epoch_hook
+
+    return epoch_hook(fn)
+
+
 @task(cache_policy=NO_CACHE, task_run_name="fit {spec[name]} fold {fold}")
 def fold_task(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
-    """One (configuration, fold) unit of parallel work (see fit_fold)."""
-    info = fit_fold(spec, inputs, fold, results_dir)
-    get_run_logger().info("%s: fold %d %s (fit %.1f s)", spec["name"], fold + 1,
-                          "reused" if info["reused"] else "done", info["fit_seconds"])
+    """One (configuration, fold) unit of parallel work (see fit_fold), with a line per epoch of deep models."""
+    log, t0, throttle = get_run_logger(), time.perf_counter(), Throttle(EPOCH_LINE_EVERY_S)
+
+    def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
+        if throttle(force=epoch == epochs):
+            log.info("%s: fold %d epoch %d/%d loss %.3f (%s for this fold)", spec["name"], fold + 1, epoch, epochs,
+                     logs.get("loss", float("nan")), eta_text(epoch / epochs, time.perf_counter() - t0))
+
+    with _epoch_progress(spec["model"], on_epoch):
+        info = fit_fold(spec, inputs, fold, results_dir)
+    log.info("%s: fold %d %s (fit %.1f s)", spec["name"], fold + 1, "reused" if info["reused"] else "done",
+             info["fit_seconds"])
     return info
 
 
@@ -122,6 +146,7 @@ def init_worker(n_workers: int) -> None:
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # TensorFlow's native log lines (see tasks/runtime.py)
 
 
 def plan(models: list[str], features: list[str], augmented: list[str], *, seed: int, repeats: dict[str, int],

@@ -17,22 +17,53 @@ import math
 import random
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
-import keras
-import numpy as np
-import tensorflow as tf
-from matplotlib.figure import Figure
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from tasks.runtime import start_tensorflow_quietly
 
-from tasks.models.nets import MODEL_NAMES, build_model
+start_tensorflow_quietly()   # before keras imports TensorFlow: its start-up lines filtered out
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+from tasks.models.nets import MODEL_NAMES, build_model  # noqa: E402
 
 # Keras' global state (layer-name counters, clear_session) is per process, not per thread: two
 # trainings in parallel threads collide ("name 'dense' is used 2 times"), and TensorFlow already
 # uses both cores, so Keras work in this process runs one estimator at a time.
 _KERAS_LOCK = threading.RLock()
+
+# One compiled forward pass per fitted Keras model (see KerasClassifier._forward_batches).
+_FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+# Called after every training epoch as fn(epoch, epochs, logs) while `epoch_hook(fn)` is open (progress lines).
+_EPOCH_HOOKS: list = []
+
+
+@contextmanager
+def epoch_hook(fn):
+    """While open, every fit in this process calls fn(epoch (1-based), epochs, logs) after each epoch."""
+    _EPOCH_HOOKS.append(fn)
+    try:
+        yield fn
+    finally:
+        _EPOCH_HOOKS.remove(fn)
+
+
+class _EpochHooks(keras.callbacks.Callback):
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        for fn in list(_EPOCH_HOOKS):
+            fn(epoch + 1, self.epochs, dict(logs or {}))
+
 
 SCHEDULES = ("constant", "cosine")
 _SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
@@ -194,7 +225,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             y_val = np.eye(n_classes, dtype=np.float32)[y_idx[val_idx]]
             val_data = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(max(self.batch_size, 64))
         hist = model.fit(self._train_dataset(x_train, y_train), epochs=self.epochs,
-                         steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False, verbose=self.verbose)
+                         steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False, verbose=self.verbose,
+                         callbacks=[_EpochHooks(self.epochs)] if _EPOCH_HOOKS else None)
 
         self.model_ = model
         self.history_ = {k: [float(v) for v in hist.history.get(k, [])]
@@ -263,12 +295,28 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         """Softmax probabilities (n, n_classes), float32; averaged over evenly spaced crops if cropping."""
         check_is_fitted(self, "model_")
         X = self._scale(self._as_model_input(np.asarray(X, dtype=np.float32)))
-        batch = max(self.batch_size, 64)
         if self.crop_frames_ and self.predict_crops:
             crops = self._crops(X, self.predict_crops)
-            probs = self.model_.predict(np.concatenate(crops), batch_size=batch, verbose=0)
+            probs = self._forward_batches(np.concatenate(crops))
             return probs.reshape(len(crops), len(X), -1).mean(axis=0).astype(np.float32)
-        return self.model_.predict(X, batch_size=batch, verbose=0).astype(np.float32)
+        return self._forward_batches(X)
+
+    def _forward_batches(self, X: np.ndarray) -> np.ndarray:
+        """The model's softmax over X in batches, through one compiled function per fitted model.
+
+        keras' predict() traces its function again for each new input shape (a fold's last, smaller batch,
+        the crops), and TensorFlow then warns about retracing on every fold; a concrete function with an
+        unknown batch size is traced once, when the model is first used."""
+        forward = _FORWARD.get(self.model_)
+        if forward is None:
+            model = self.model_
+            spec = tf.TensorSpec((None, *self.input_shape_), tf.float32)
+            forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+            _FORWARD[self.model_] = forward
+        batch = max(self.batch_size, 64)
+        out = [forward(tf.constant(X[i:i + batch])).numpy() for i in range(0, len(X), batch)]
+        n_classes = len(self.classes_)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n_classes), np.float32)
 
     def predict(self, X) -> np.ndarray:
         """Most probable class label per sample."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-import keras
-from keras import layers
+from tasks.runtime import start_tensorflow_quietly
+
+start_tensorflow_quietly()   # before keras imports TensorFlow: its start-up lines filtered out
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 MODEL_NAMES: tuple[str, ...] = (
     "mlp",

@@ -60,12 +60,15 @@ def log_configuration_task(spec: dict, inputs: dict, folds: list[dict], experime
             _log_keras_fold(run_id, out, histories[0])
         save_npy(out / "proba.npy", proba)
         save_json(out / "summary.json", cv)
+        if any(histories):
+            save_json(out / "history.json", histories)
         log.info("%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"],
                  100 * summary["cv_accuracy_sem"])
     return {"name": spec["name"], "model": spec["model"], "features": spec["features"], "augmented": spec["augmented"],
             "family": catalog.info(spec["model"]).family, "run_id": run_id, "proba": str(out / "proba.npy"),
             "cv_accuracy_mean": summary["cv_accuracy_mean"], "cv_accuracy_sem": summary["cv_accuracy_sem"],
-            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"]))}
+            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"])),
+            "history": str(out / "history.json") if any(histories) else None}
 
 
 def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: str) -> None:

@@ -20,6 +20,8 @@ from tasks import config
 from tasks.data.manifest import read_manifest
 
 MAX_PARAM_LEN = 6000
+# MLflow 3 opens an experiment on its GenAI overview unless tagged as model development (the training runs view).
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 _SAVE_LOCK = threading.Lock()
 
 
@@ -35,8 +37,16 @@ def ensure_experiment(name: str) -> str:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND) != TRAINING_KIND:
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=config.artifact_location(name))
+    return c.create_experiment(name, artifact_location=config.artifact_location(name),
+                               tags={EXPERIMENT_KIND: TRAINING_KIND})
+
+
+def set_description(run_id: str, text: str) -> None:
+    """The run's description in the MLflow UI (markdown)."""
+    client().set_tag(run_id, "mlflow.note.content", text)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -64,7 +74,9 @@ def git_commit() -> str:
 def start_run(experiment_id: str, *, name: str, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, parent_id: str | None = None) -> str:
     """Create a run (nested under parent_id if given) and log its params; returns the run id."""
-    all_tags = {"mlflow.source.git.commit": git_commit(), **_flow_run_tags(), **(tags or {})}
+    from tasks.tracking.ghosts import process_tags
+
+    all_tags = {"mlflow.source.git.commit": git_commit(), **_flow_run_tags(), **process_tags(), **(tags or {})}
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id
     run = client().create_run(experiment_id, run_name=name, tags=all_tags)
@@ -145,8 +157,15 @@ def log_file(run_id: str, path: str | Path, artifact_path: str | None = None) ->
 def log_dataset(run_id: str, manifest: pd.DataFrame, *, name: str, digest: str, source: str, context: str = "training") -> None:
     """Log the manifest as the run's dataset input (the Datasets column of the MLflow UI)."""
     import mlflow.data
+    from mlflow.data.dataset_source_registry import get_registered_sources
 
-    ds = mlflow.data.from_pandas(manifest, source=source, name=name, digest=digest, targets="class_id")
+    # A local file's source named explicitly: from a plain path MLflow warns that two source types match.
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    # Integer columns declared as float64 in the dataset's schema (MLflow warns that ints cannot hold missing
+    # values); the manifest itself is logged as a file, unchanged.
+    ints = manifest.select_dtypes("integer").columns
+    frame = manifest.astype({c: "float64" for c in ints})
+    ds = mlflow.data.from_pandas(frame, source=local._resolve(source), name=name, digest=digest, targets="class_id")
     client().log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
 
 
@@ -209,14 +228,23 @@ def fail_runs_of_flow_run(flow_run_id: str, status: str = "FAILED") -> int:
     return n
 
 
+def keras_requirements() -> list[str]:
+    """What a logged Keras model needs, stated (MLflow's inference of it fails here and warns)."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("keras", "tensorflow", "numpy")]
+
+
 def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str = "model_fold0") -> None:
     """Save a Keras model in MLflow's Keras flavor (signature + input example) under a run, without an active run."""
     import mlflow.keras
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    # an eager call: model.predict would trace a predict function for this one example
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
     with _SAVE_LOCK, tempfile.TemporaryDirectory() as tmp:   # MLflow's save_model is not thread-safe
         local = Path(tmp) / artifact_path
         local.mkdir()   # MLflow 3.17's Keras flavor writes the input example before creating the folder
-        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example)
+        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example,
+                                pip_requirements=keras_requirements())
         client().log_artifacts(run_id, str(local), artifact_path)
