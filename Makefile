@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,pretrained,dask]'
 	@touch $@
 
-run: $(BIN)/.installed  ## the ESC-10 case study (SOURCE=folder|zip|URL, PRESET=smoke|default|book, ARGS="--option value ...")
+run: $(BIN)/.installed  ## the ESC-10 case study (SOURCE=folder|csv|zip|URL, PRESET=smoke|quick|default|book, ARGS="--option value ...")
 	$(BIN)/soundflow run --preset $(PRESET) $(if $(SOURCE),--source "$(SOURCE)") $(ARGS)
 
 test: $(BIN)/.installed  ## lint, then the default test run (under 10 minutes)

@@ -1,7 +1,6 @@
-"""The whole case study (a preset, default: "default") on ESC-10 cold, then warm, with wall time per stage.
-
-Cold = empty caches in a temp data dir; warm = the same parameters again (nothing changed).
-Usage: .venv/bin/python bench/e2e.py [--preset default] [--source ../shared/datasets/esc10]
+"""The whole case study on ESC-10 for each preset (default: quick, then default), cold then warm, with wall time
+per stage. Cold = empty caches in a temp data dir; warm = the same parameters again (nothing changed).
+Usage: .venv/bin/python bench/e2e.py [--presets quick,default] [--source ../shared/datasets/esc10]
 """
 from __future__ import annotations
 
@@ -29,45 +28,54 @@ def stage_times(parent_run_id: str) -> dict[str, float]:
     return dict(out)
 
 
-def main() -> None:
-    from tasks.config import SHARED_ESC10
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--preset", default="default")
-    ap.add_argument("--source", default=str(SHARED_ESC10))
-    ap.add_argument("--reuse", help="an earlier run's temp folder: measure the warm run only")
-    args = ap.parse_args()
-    tmp = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="soundflow-e2e-"))
+def run_preset(name: str, source: str, tmp: Path, *, warm_only: bool) -> dict[str, float]:
+    """One preset cold (empty caches under tmp) then warm; its figures."""
     os.environ["SOUNDFLOW_DATA"] = str(tmp / "data")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-
     from flows.case_study import case_study
     from flows.params import preset
 
-    params = preset(args.preset, source=args.source, experiment="bench-e2e")
+    params = preset(name, source=source, experiment=f"bench-e2e-{name}")
     figures: dict[str, float] = {}
-    for label in (("warm",) if args.reuse else ("cold", "warm")):
+    for label in (("warm",) if warm_only else ("cold", "warm")):
         t0 = time.perf_counter()
         state = case_study(params, return_state=True)
         wall = time.perf_counter() - t0
         result = state.result()
-        figures[f"{label}_s"] = wall
-        print(f"\n{label}: {wall / 60:.1f} min; best {result['best']} {100 * result['best_accuracy']:.2f}%")
+        figures[f"{label}_min"] = wall / 60
+        print(f"\n{name} {label}: {wall / 60:.1f} min; best {result['best']} {100 * result['best_accuracy']:.2f}%")
         for stage, seconds in sorted(stage_times(result["parent_run_id"]).items(), key=lambda kv: -kv[1]):
             print(f"  {stage:<28} {seconds:8.1f} s (nested runs' time, summed over parallel runs)")
     single = {k: v for k, v in result["results"].items() if not k.startswith(("ensemble", "cnn2d_logmel-repeats"))}
     ens = {k: v for k, v in result["results"].items() if k not in single}
-    print()
-    for name, acc in sorted(result["results"].items(), key=lambda kv: -kv[1]):
-        print(f"  {100 * acc:6.2f}%  {name}")
-    if "cold_s" in figures:
-        print(f"cold_min={figures['cold_s'] / 60:.2f}")
-    print(f"warm_min={figures['warm_s'] / 60:.2f}")
-    print(f"best_single={100 * max(single.values()):.2f}")
+    for res_name, acc in sorted(result["results"].items(), key=lambda kv: -kv[1]):
+        print(f"  {100 * acc:6.2f}%  {res_name}")
+    figures["best_single"] = 100 * max(single.values())
     if ens:
-        print(f"best_ensemble={100 * max(ens.values()):.2f}")
-    if "cold_s" in figures:
-        print(f"ratio={figures['cold_s'] / figures['warm_s']:.1f}")
+        figures["best_ensemble"] = 100 * max(ens.values())
+    if result.get("champion"):
+        print(f"  champion: {result['champion'].get('configuration')} ({result['champion'].get('reason')})")
+    if "cold_min" in figures:
+        figures["ratio"] = figures["cold_min"] / figures["warm_min"]
+    return figures
+
+
+def main() -> None:
+    from tasks.config import SHARED_ESC10
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--presets", default="quick,default", help="comma-separated presets, each cold then warm")
+    ap.add_argument("--source", default=str(SHARED_ESC10))
+    ap.add_argument("--reuse", help="an earlier run's temp folder: measure the warm runs only")
+    args = ap.parse_args()
+    root = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="soundflow-e2e-"))
+    out: dict[str, float] = {}
+    for name in args.presets.split(","):
+        figures = run_preset(name, args.source, root / name, warm_only=bool(args.reuse))
+        out.update({f"{name}_{k}": v for k, v in figures.items()})
+    print()
+    for key, value in out.items():
+        print(f"{key}={value:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from tasks.data.split import n_folds, split_task, subset_task
 from tasks.errors import SoundflowError
 from tasks.evaluation.ensemble_cv import ensemble_task
 from tasks.evaluation.progress import WorkProgress, estimated_cost
-from tasks.evaluation.train import fold_outcome, fold_task, longest_first, plan
+from tasks.evaluation.train import drop_unavailable, fold_outcome, fold_task, longest_first, plan
+from tasks.features.pretrained import license_tags
 from tasks.features.representations import features_task
 from tasks.tracking.audit import audit_task
 from tasks.tracking.cv_runs import log_configuration_task
@@ -26,7 +27,7 @@ from tasks.tracking.html_report import html_report_task
 from tasks.tracking.registry import best_result, model_name, register_task
 from tasks.tracking.report import dataset_summary_task, report_task, spectrogram_examples_task
 from tasks.tracking.run_summary import run_description
-from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run, run_url, set_description
+from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run, run_url, set_description, tag_run
 
 
 def _mark_mlflow_failed(flow, flow_run, state) -> None:
@@ -95,6 +96,10 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     specs = plan(params.models, params.features, params.augmented, seed=params.seed, repeats=params.repeats,
                  hyper=params.hyper, n_jobs=1, score_aug_test=params.score_augmented_test,
                  augmentation=params.augmentation.model_dump())
+    specs, notes = drop_unavailable(specs)
+    for note in notes:
+        log.warning("%s", note)
+    tag_run(parent_id, license_tags(s["features"] for s in specs))
     kinds = sorted({s["features"] for s in specs})
     aug_kinds = sorted({s["features"] for s in specs if s["augmented"]})
     opts = params.feature_opts

@@ -10,8 +10,9 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tasks import config, ghosts
+from tasks import config
 from tasks.config import ROOT
+from tasks.tracking import ghosts
 
 
 def _dead_pid() -> int:

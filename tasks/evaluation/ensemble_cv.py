@@ -21,6 +21,7 @@ from tasks.evaluation.ensembles import (
     vote,
 )
 from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
+from tasks.features.pretrained import license_tags
 from tasks.tracking import runs as tracking
 
 FIXED = {"average": average, "maximum": maximum, "vote": vote}
@@ -137,6 +138,8 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
                 members = sorted({m for f in res["per_fold"] for m in f["members"]})
                 final = final_members(probas, family, y, n_members=n_members, view=view, fixed_members=fixed)
                 tracking.log_params(run_id, {"members": members, "final_members": final})
+                for key, value in license_tags(view[m] for m in {*members, *final}).items():
+                    tracking.client().set_tag(run_id, key, value)
                 tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=name), "confusion_matrix.png")
                 tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
                 tracking.log_text(run_id, summary["report"], "classification_report.txt")

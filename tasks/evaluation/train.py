@@ -127,6 +127,19 @@ def fold_task(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
     return info
 
 
+def drop_unavailable(specs: list[dict]) -> tuple[list[dict], list[str]]:
+    """Configurations whose representation can be computed here, and a note for each representation left out
+    (the pretrained embeddings need their optional extra)."""
+    from tasks.features import pretrained
+
+    why = pretrained.available()
+    if why is None:
+        return specs, []
+    kept = [s for s in specs if s["features"] != "birdnet"]
+    dropped = sorted({s["name"] for s in specs} - {s["name"] for s in kept})
+    return kept, ([f"left out {', '.join(dropped)}: {why}"] if dropped else [])
+
+
 _FAMILY_COST = {"cnn2d": 0, "cnn1d": 1, "mlp": 2, "classical": 3}
 
 

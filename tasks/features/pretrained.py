@@ -33,6 +33,11 @@ _lock = threading.Lock()  # one interpreter per process; invoke() is not thread-
 _cached: tuple | None = None  # (interpreter, input index, embedding index)
 
 
+def license_tags(kinds) -> dict[str, str]:
+    """The licence tag every MLflow run carries whose models use these embeddings (empty if none does)."""
+    return {"soundflow.license.birdnet": LICENSE} if "birdnet" in set(kinds) else {}
+
+
 def available() -> str | None:
     """None if BirdNET embeddings can be computed here, else the reason and how to fix it."""
     if importlib.util.find_spec("tensorflow") is None:

@@ -14,6 +14,7 @@ from tasks.data.split import load_splits
 from tasks.errors import SoundflowError
 from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
 from tasks.evaluation.train import assemble, config_dir
+from tasks.features.pretrained import license_tags
 from tasks.models import catalog
 from tasks.tracking import runs as tracking
 
@@ -40,8 +41,9 @@ def log_configuration_task(spec: dict, inputs: dict, folds: list[dict], experime
     owner, weights = pooling(manifest)
     splits = load_splits(inputs["splits"])
     out = config_dir(spec, inputs, results_dir)
+    tags = {"soundflow.kind": "model", "soundflow.config": spec["name"], **license_tags([spec["features"]])}
     with tracking.run(experiment_id, name=spec["name"], params=params_of(spec), parent_id=parent_id,
-                      tags={"soundflow.kind": "model", "soundflow.config": spec["name"]}) as run_id:
+                      tags=tags) as run_id:
         failed = [f for f in folds if f.get("error")]
         if failed:
             raise SoundflowError(f"{spec['name']}: fold {failed[0]['fold'] + 1} failed: {failed[0]['error']}")

@@ -19,6 +19,7 @@ from tasks.data.manifest import class_names, read_manifest
 from tasks.errors import SoundflowError
 from tasks.evaluation.cv import training_set
 from tasks.evaluation.ensembles import Combiner
+from tasks.features.pretrained import license_tags
 from tasks.features.representations import resolved_opts
 from tasks.logs import run_logger
 from tasks.models import catalog
@@ -219,8 +220,10 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
                    if ensemble else specs[0])
     run_params = {"configuration": best["name"], **spec_params, "registered_model": name, "folds_digest": folds,
                   "cv_run_id": best.get("run_id", "")}
+    tags = {"soundflow.kind": "champion", "soundflow.config": best["name"],
+            **license_tags(s["features"] for s in specs)}
     with tracking.run(experiment_id, name="champion-refit", params=run_params, parent_id=parent_id,
-                      tags={"soundflow.kind": "champion", "soundflow.config": best["name"]}) as run_id:
+                      tags=tags) as run_id:
         t0 = time.perf_counter()
         estimators = []
         for spec in specs:

@@ -217,6 +217,13 @@ def open_parent_run(experiment: str, params: dict, data: dict) -> tuple[str, str
     return exp_id, run_id
 
 
+def tag_run(run_id: str, tags: Mapping[str, str]) -> None:
+    """Set tags on a run (nothing for no tags)."""
+    c = client()
+    for key, value in tags.items():
+        c.set_tag(run_id, key, str(value)[:5000])
+
+
 def fail_runs_of_flow_run(flow_run_id: str, status: str = "FAILED") -> int:
     """Mark every still-RUNNING MLflow run of a Prefect flow run as ended (a flow's failure hook)."""
     c = client()
