@@ -33,7 +33,7 @@ def test_parent_and_child_runs(smoke_run):
     assert parent.inputs.dataset_inputs, "manifest logged as the dataset input"
     assert c.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     note = parent.data.tags["mlflow.note.content"]
-    assert params.dataset in note and first["best"] in note and f"{100 * first['best_accuracy']:.1f}" in note
+    assert first["dataset"] == "esc10" and first["dataset"] in note and first["best"] in note and f"{100 * first['best_accuracy']:.1f}" in note
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
     assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png",
             "report/index.html"} <= arts
@@ -130,10 +130,13 @@ def test_progress_artifact_and_closing_summary(smoke_run):
     flow_run_id = MlflowClient(config.tracking_uri()).get_run(first["parent_run_id"]).data.tags["prefect.flow_run_id"]
     with get_client(sync_client=True) as client:
         # the API directly: Prefect 3.8.8's read_artifacts sends null filters its own server rejects (422)
-        resp = client._client.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+        subflows = client._client.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {
+            "operator": "and_", "any_": [flow_run_id]}}}).json()
+        ids = [flow_run_id, *(f["id"] for f in subflows)]      # the cross-validation runs as a subflow
+        resp = client._client.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": ids}}})
     progress = [a for a in resp.json() if a["type"] == "progress"]
     assert len(progress) == 1 and float(progress[0]["data"]) == pytest.approx(100.0)
-    assert "configurations" in progress[0]["description"] and "left" in progress[0]["description"]
+    assert "folds" in progress[0]["description"] and "left" in progress[0]["description"]
     text = summary_text(first)
     best = max(first["results_table"], key=lambda r: r["cv_accuracy_mean"])
     assert f"{100 * best['cv_accuracy_mean']:5.1f} +- {100 * best['cv_accuracy_sem']:.1f}" in text
