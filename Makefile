@@ -20,6 +20,7 @@ run: $(BIN)/.installed  ## the ESC-10 case study (SOURCE=folder|csv|zip|URL, PRE
 
 test: $(BIN)/.installed  ## lint, then the default test run (under 10 minutes)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(BIN)/.installed  ## the long tests too

@@ -12,6 +12,7 @@ vector is the caller's cost, not the audit's). ESC-10 goes through the current i
 ESC-10: the share of copies at -6 dB shifted by 10-100 ms that the near-duplicate threshold still catches.
 Ends with key=value lines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,15 @@ def generated(n: int, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.nd
     t = np.arange(SR) / SR
     pitch = rng.uniform(200, 3000, (speakers, classes))
     env = np.stack([np.interp(t, np.linspace(0, 1, 10), e) for e in rng.uniform(0.1, 1, (base, 10))])
-    clips = (0.3 * env * np.sin(2 * np.pi * pitch[spk, cls][:, None] * t * rng.uniform(0.99, 1.01, (base, 1)))
-             + 0.02 * rng.standard_normal((base, SR))).astype(np.float32)
+    clips = (
+        0.3 * env * np.sin(2 * np.pi * pitch[spk, cls][:, None] * t * rng.uniform(0.99, 1.01, (base, 1)))
+        + 0.02 * rng.standard_normal((base, SR))
+    ).astype(np.float32)
     for s in range(speakers):
         rows = spk == s
-        clips[rows] = scipy.signal.sosfilt(scipy.signal.butter(2, rng.uniform(800, 6000), "low", fs=SR,
-                                                               output="sos"), clips[rows], axis=1)
+        clips[rows] = scipy.signal.sosfilt(
+            scipy.signal.butter(2, rng.uniform(800, 6000), "low", fs=SR, output="sos"), clips[rows], axis=1
+        )
     names = [f"spk{s:02d}_take{i // (speakers * classes) + 1}_c{c}" for i, (s, c) in enumerate(zip(spk, cls))]
     names = [f"{name}_{i}" for i, name in enumerate(names)]
     hashes = [f"h{i}" for i in range(base)]
@@ -65,13 +69,24 @@ def generated(n: int, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.nd
         names.append(f"spk{spk[i]:02d}_take9_c{cls[i]}_copy{j}")
     clips = np.concatenate([clips, np.stack(copies).astype(np.float32)])
     labels = np.concatenate([cls, cls[src]])
-    m = pd.DataFrame({"path": [f"/gen/{name}.wav" for name in names], "recording_id": names,
-                      "label": [f"c{c}" for c in labels], "class_id": labels, "fold": pd.array([pd.NA] * n, "Int64"),
-                      "group": names, "content_hash": hashes})
+    m = pd.DataFrame(
+        {
+            "path": [f"/gen/{name}.wav" for name in names],
+            "recording_id": names,
+            "label": [f"c{c}" for c in labels],
+            "class_id": labels,
+            "fold": pd.array([pd.NA] * n, "Int64"),
+            "group": names,
+            "content_hash": hashes,
+        }
+    )
     speaker_of = np.concatenate([spk, spk[src]])
     rendition = rng.standard_normal((speakers, classes, 1210))  # each speaker's own take on each class
-    X = (rng.standard_normal((classes, 1210))[labels] * 0.05 + rendition[speaker_of, labels]
-         + 2 * rng.standard_normal((n, 1210))).astype(np.float32)
+    X = (
+        rng.standard_normal((classes, 1210))[labels] * 0.05
+        + rendition[speaker_of, labels]
+        + 2 * rng.standard_normal((n, 1210))
+    ).astype(np.float32)
     planted = {frozenset((names[i], names[base + j])) for j, i in enumerate(src)}
     return m, clips, X, planted
 
@@ -99,11 +114,18 @@ def esc10() -> dict:
         shift = round(22_050 * shift_ms / 1000)
         moved = 0.5 * np.concatenate([clips[:, shift:], np.zeros((len(clips), shift), np.float32)], axis=1)
         found[f"esc10_shifted_copy_recall_{shift_ms}ms"] = float(
-            np.mean((fingerprints(moved, 22_050) * fp).sum(axis=1) >= DEFAULT_THRESHOLD))
+            np.mean((fingerprints(moved, 22_050) * fp).sum(axis=1) >= DEFAULT_THRESHOLD)
+        )
     print(f"  copies at -6 dB shifted by 10/20/50/100 ms found: {list(found.values())}", flush=True)
-    return {**found, "esc10_audit_s": f"{seconds:.2f}", "esc10_gap_points": f"{result.gap_points:.1f}",
-            "esc10_noise_points": f"{result.noise_points:.1f}", "esc10_duplicate_pairs": len(result.duplicates),
-            "esc10_pairs_crossing_folds": crossing, "esc10_leak": result.leak}
+    return {
+        **found,
+        "esc10_audit_s": f"{seconds:.2f}",
+        "esc10_gap_points": f"{result.gap_points:.1f}",
+        "esc10_noise_points": f"{result.noise_points:.1f}",
+        "esc10_duplicate_pairs": len(result.duplicates),
+        "esc10_pairs_crossing_folds": crossing,
+        "esc10_leak": result.leak,
+    }
 
 
 def main() -> None:
@@ -122,17 +144,28 @@ def main() -> None:
         per_k = {k.removesuffix("_s"): v / (n / 1000) for k, v in result.timings.items()}
         found = {frozenset(p) for p in result.duplicates[["recording_a", "recording_b"]].to_numpy()}
         recall = len(planted & found) / len(planted)
-        print(f"n={n}: {total:.1f} s; per 1,000 segments: " + ", ".join(f"{k} {v:.2f} s" for k, v in per_k.items()),
-              flush=True)
-        print(f"  planted copies found {recall:.0%}, other pairs {len(found - planted)}; cv on {result.n_cv_segments}"
-              f" segments; proposed {result.proposed_pattern!r}, gap {result.gap_points:.1f}", flush=True)
+        print(
+            f"n={n}: {total:.1f} s; per 1,000 segments: " + ", ".join(f"{k} {v:.2f} s" for k, v in per_k.items()),
+            flush=True,
+        )
+        print(
+            f"  planted copies found {recall:.0%}, other pairs {len(found - planted)}; cv on {result.n_cv_segments}"
+            f" segments; proposed {result.proposed_pattern!r}, gap {result.gap_points:.1f}",
+            flush=True,
+        )
         tag = f"at_{n // 1000}k"
-        keys.update({f"audit_s_per_1k_{tag}": f"{total / (n / 1000):.2f}",
-                     f"fingerprint_s_per_1k_{tag}": f"{per_k['fingerprints']:.3f}",
-                     f"near_dup_s_per_1k_{tag}": f"{per_k['near_duplicates']:.3f}",
-                     f"hints_s_per_1k_{tag}": f"{per_k['hints']:.3f}", f"cv_s_per_1k_{tag}": f"{per_k['cv']:.3f}",
-                     f"planted_recall_{tag}": f"{recall:.3f}", f"other_pairs_{tag}": len(found - planted),
-                     f"gap_points_{tag}": f"{result.gap_points:.1f}"})
+        keys.update(
+            {
+                f"audit_s_per_1k_{tag}": f"{total / (n / 1000):.2f}",
+                f"fingerprint_s_per_1k_{tag}": f"{per_k['fingerprints']:.3f}",
+                f"near_dup_s_per_1k_{tag}": f"{per_k['near_duplicates']:.3f}",
+                f"hints_s_per_1k_{tag}": f"{per_k['hints']:.3f}",
+                f"cv_s_per_1k_{tag}": f"{per_k['cv']:.3f}",
+                f"planted_recall_{tag}": f"{recall:.3f}",
+                f"other_pairs_{tag}": len(found - planted),
+                f"gap_points_{tag}": f"{result.gap_points:.1f}",
+            }
+        )
         if n == max(args.sizes):
             keys["audit_s_per_1k"] = f"{total / (n / 1000):.2f}"
             near = result.timings["near_duplicates_s"]

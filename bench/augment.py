@@ -10,6 +10,7 @@ out, worker start-up included; and the same with n_jobs=1. Decoding the .ogg sou
 both and not timed. Rounds alternate; medians are reported. Ends with key=value lines, the last
 `ratio=<book ms per copy / ours ms per copy>`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -129,15 +130,22 @@ def main() -> None:
             runs["book"].append(run_book(wavs, args.copies, book_dir, seed=r))
             runs["ours"].append(run_ours(clips, args.sr, args.copies, tmp / f"ours{r}.npy", r, n_jobs=args.jobs))
             runs["ours_1job"].append(run_ours(clips, args.sr, args.copies, tmp / f"ours1-{r}.npy", r, n_jobs=1))
-            print(f"round {r + 1}: " + ", ".join(f"{name} {1000 * t[-1][0] / n_out:.1f} ms/copy"
-                                                 for name, t in runs.items()), flush=True)
+            print(
+                f"round {r + 1}: "
+                + ", ".join(f"{name} {1000 * t[-1][0] / n_out:.1f} ms/copy" for name, t in runs.items()),
+                flush=True,
+            )
 
     wall = {name: 1000 * statistics.median(w for w, _ in t) / n_out for name, t in runs.items()}
     cpu = {name: 1000 * statistics.median(c for _, c in t) / n_out for name, t in runs.items()}
-    print(f"book recipe (44.1 kHz, librosa, .wav per copy): {wall['book']:.1f} ms per augmented clip "
-          f"({cpu['book']:.1f} ms CPU)")
-    print(f"ours ({args.sr} Hz, n_jobs={args.jobs}, in memory): {wall['ours']:.1f} ms per augmented clip "
-          f"({cpu['ours']:.1f} ms CPU, worker start-up included)")
+    print(
+        f"book recipe (44.1 kHz, librosa, .wav per copy): {wall['book']:.1f} ms per augmented clip "
+        f"({cpu['book']:.1f} ms CPU)"
+    )
+    print(
+        f"ours ({args.sr} Hz, n_jobs={args.jobs}, in memory): {wall['ours']:.1f} ms per augmented clip "
+        f"({cpu['ours']:.1f} ms CPU, worker start-up included)"
+    )
     print(f"ours in-process (1 job): {wall['ours_1job']:.1f} ms per augmented clip ({cpu['ours_1job']:.1f} ms CPU)")
     print(f"clips={len(paths)}")
     print(f"copies_per_clip={args.copies}")

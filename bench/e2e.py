@@ -2,6 +2,7 @@
 per stage. Cold = empty caches in a temp data dir; warm = the same parameters again (nothing changed).
 Usage: .venv/bin/python bench/e2e.py [--presets quick,default] [--source ../shared/datasets/esc10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def run_preset(name: str, source: str, tmp: Path, *, warm_only: bool) -> dict[st
 
     params = preset(name, source=source, experiment=f"bench-e2e-{name}")
     figures: dict[str, float] = {}
-    for label in (("warm",) if warm_only else ("cold", "warm")):
+    for label in ("warm",) if warm_only else ("cold", "warm"):
         t0 = time.perf_counter()
         state = case_study(params, return_state=True)
         wall = time.perf_counter() - t0

@@ -8,6 +8,7 @@ The vector is Piczak-style frame statistics (186) + log-mel band statistics (640
 augmentation) on: the Piczak part alone, Piczak + bands, Piczak + modulation, and all of it. The rbf_svm
 is tuned inside the training folds (grouped by Freesound source). Ends with key=value lines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,13 @@ from tasks.features.representations import compute  # noqa: E402
 from tasks.models.classical import make_classical  # noqa: E402
 
 PARTS = {"piczak": slice(0, 186), "bands": slice(186, 826), "modulation": slice(826, 1210)}
-SETS = {"piczak": ["piczak"], "piczak_bands": ["piczak", "bands"], "piczak_modulation": ["piczak", "modulation"],
-        "modulation": ["modulation"], "all": ["piczak", "bands", "modulation"]}
+SETS = {
+    "piczak": ["piczak"],
+    "piczak_bands": ["piczak", "bands"],
+    "piczak_modulation": ["piczak", "modulation"],
+    "modulation": ["modulation"],
+    "all": ["piczak", "bands", "modulation"],
+}
 
 
 def cross_validate(name: str, X: np.ndarray, y: np.ndarray, folds: np.ndarray, groups: np.ndarray) -> float:

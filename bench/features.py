@@ -6,6 +6,7 @@
 Decoding is set-up and not timed; each representation is warmed up on two clips first (librosa's
 numba kernels). Rounds are repeated and medians reported. Ends with key=value lines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,10 @@ def main() -> None:
                 out = compute(kind, clips, args.sr, n_jobs=n_jobs)
                 seconds.append(time.perf_counter() - start)
             rates[f"{kind}_{n_jobs}job"] = len(clips) / statistics.median(seconds)
-            print(f"{kind:>14} {n_jobs} thread(s): {rates[f'{kind}_{n_jobs}job']:8.1f} clips/s  -> {out.shape[1:]}",
-                  flush=True)
+            print(
+                f"{kind:>14} {n_jobs} thread(s): {rates[f'{kind}_{n_jobs}job']:8.1f} clips/s  -> {out.shape[1:]}",
+                flush=True,
+            )
     print(f"clips={len(clips)}")
     print(f"sr={args.sr}")
     for key, value in rates.items():

@@ -29,7 +29,7 @@ def _long_set(root: Path, *, n: int, minutes: float, sr: int = 44100) -> float:
         n_samples = round(minutes * 60 * sr)
         t = np.arange(n_samples) / sr
         y = 0.05 * rng.standard_normal(n_samples) + 0.2 * np.sin(2 * np.pi * (500 + 700 * (i % 3)) * t)
-        y[: n_samples // 10] = 0.0   # a silent start
+        y[: n_samples // 10] = 0.0  # a silent start
         path = root / label / f"site{i // 3:02d}_{label}_{i}.flac"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.stack([y, 0.8 * y], axis=1).astype(np.float32), sr)
@@ -65,13 +65,24 @@ def main() -> None:
         with disable_run_logger():
             cold, warm, data = _time_build(Path(args.source), tmp / "esc10", sr=22050, n_jobs=args.n_jobs)
             hours = 400 * 5 / 3600
-            out.update(esc10_cold_s=cold, esc10_warm_s=warm, esc10_recordings_per_s=data["n_recordings"] / cold,
-                       esc10_audio_hours_per_s=hours / cold)
+            out.update(
+                esc10_cold_s=cold,
+                esc10_warm_s=warm,
+                esc10_recordings_per_s=data["n_recordings"] / cold,
+                esc10_audio_hours_per_s=hours / cold,
+            )
             hours = _long_set(tmp / "long", n=args.long_recordings, minutes=args.long_minutes)
-            cold, warm, data = _time_build(tmp / "long", tmp / "long-out", sr=22050, window_s=5.0,
-                                           group_pattern=r"^(site\d+)_", n_jobs=args.n_jobs)
-            out.update(long_cold_s=cold, long_warm_s=warm, long_recordings_per_s=data["n_recordings"] / cold,
-                       long_audio_hours_per_s=hours / cold, long_segments=data["n_clips"], long_audio_hours=hours)
+            cold, warm, data = _time_build(
+                tmp / "long", tmp / "long-out", sr=22050, window_s=5.0, group_pattern=r"^(site\d+)_", n_jobs=args.n_jobs
+            )
+            out.update(
+                long_cold_s=cold,
+                long_warm_s=warm,
+                long_recordings_per_s=data["n_recordings"] / cold,
+                long_audio_hours_per_s=hours / cold,
+                long_segments=data["n_clips"],
+                long_audio_hours=hours,
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()

@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/pipeline.py [--source ../shared/datasets/esc10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,9 @@ def main() -> None:
         man, clips = data["manifest"], data["clips"]
         paths = {}
         for kind in ("raw", "engineered"):
-            paths[kind] = timed(f"features_{kind}_cold_s", lambda kind=kind: features_file(clips, kind, 22050, {}, feats))
+            paths[kind] = timed(
+                f"features_{kind}_cold_s", lambda kind=kind: features_file(clips, kind, 22050, {}, feats)
+            )
             timed(f"features_{kind}_warm_s", lambda kind=kind: features_file(clips, kind, 22050, {}, feats))
     m = read_manifest(man)
     y, groups = m["class_id"].to_numpy(), m["group"].to_numpy()
@@ -59,8 +62,12 @@ def main() -> None:
     for model in args.models.split(","):
         for kind in ("raw", "engineered"):
             X = np.load(paths[kind])
-            res = timed(f"cv_{model}_{kind}_s", lambda model=model, X=X: cross_validate(lambda: make_classical(model, seed=0, n_jobs=2), X, y, splits,
-                                                                        groups=groups, n_classes=10))
+            res = timed(
+                f"cv_{model}_{kind}_s",
+                lambda model=model, X=X: cross_validate(
+                    lambda: make_classical(model, seed=0, n_jobs=2), X, y, splits, groups=groups, n_classes=10
+                ),
+            )
             out[f"acc_{model}_{kind}"] = float(np.mean(res["proba"].argmax(1) == y))
     cold = out["ingest_cold_s"] + out["features_raw_cold_s"] + out["features_engineered_cold_s"]
     warm = out["ingest_warm_s"] + out["features_raw_warm_s"] + out["features_engineered_warm_s"]

@@ -14,6 +14,7 @@ advance (nothing is fitted on test folds); the stacker figure is the pipeline's 
 members. "quick cold" adds ingest + embeddings + engineered + the members' CV: a quick preset's cost without the
 flow's own overhead. Ends with key=value lines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,13 @@ def ingest(sr: int) -> tuple[Path, "np.ndarray", "np.ndarray", list, float]:
     data = build(SHARED_ESC10, dataset="esc10", sr=sr, out_dir=stage_dir("interim"))
     clips_npy, manifest = data["clips"], read_manifest(data["manifest"])
     splits = make_splits(manifest, scheme="official")
-    return (clips_npy, manifest["class_id"].to_numpy(), manifest["group"].astype(str).to_numpy(), splits,
-            time.perf_counter() - t0)
+    return (
+        clips_npy,
+        manifest["class_id"].to_numpy(),
+        manifest["group"].astype(str).to_numpy(),
+        splits,
+        time.perf_counter() - t0,
+    )
 
 
 def features(clips_npy: Path, kind: str, sr: int, opts: dict) -> tuple[np.ndarray, float, bool]:
@@ -87,21 +93,27 @@ def main() -> None:
 
     t_start = time.perf_counter()
     clips_e, y, groups, splits, ingest_e_s = ingest(args.embed_sr)
-    clips_w, y_w, _, _, ingest_w_s = (clips_e, y, None, None, 0.0) if args.embed_sr == WORKING_SR else ingest(WORKING_SR)
+    clips_w, y_w, _, _, ingest_w_s = (
+        (clips_e, y, None, None, 0.0) if args.embed_sr == WORKING_SR else ingest(WORKING_SR)
+    )
     if not np.array_equal(y, y_w):
         sys.exit("bench/pretrained.py: the two ingests disagree on clip order")
     n, n_classes = len(y), int(y.max()) + 1
-    print(f"ESC-10: {n} clips, {n_classes} classes, {len(splits)} official folds; ingest {ingest_e_s:.1f} s "
-          f"at {args.embed_sr} Hz + {ingest_w_s:.1f} s at {WORKING_SR} Hz")
+    print(
+        f"ESC-10: {n} clips, {n_classes} classes, {len(splits)} official folds; ingest {ingest_e_s:.1f} s "
+        f"at {args.embed_sr} Hz + {ingest_w_s:.1f} s at {WORKING_SR} Hz"
+    )
 
     views, figures = {}, {}
     for hop in args.hops:
         # "mean_std" is the mean (first 1,024 values) and the std over windows: one pass gives both poolings
         X, secs, reused = features(clips_e, "birdnet", args.embed_sr, {"hop_s": hop, "pooling": "mean_std"})
-        views[f"birdnet_h{hop:g}"], views[f"birdnet_h{hop:g}_ms"] = X[:, :pretrained.EMBEDDING_DIM], X
+        views[f"birdnet_h{hop:g}"], views[f"birdnet_h{hop:g}_ms"] = X[:, : pretrained.EMBEDDING_DIM], X
         figures[f"embed_h{hop:g}_s"] = secs
-        print(f"birdnet hop {hop:g} s: {secs:.1f} s for {n} clips ({n / secs:.1f} clips/s)"
-              f"{' (reused from cache)' if reused else ' (includes TensorFlow import and model load)' if hop == args.hops[0] else ''}")
+        print(
+            f"birdnet hop {hop:g} s: {secs:.1f} s for {n} clips ({n / secs:.1f} clips/s)"
+            f"{' (reused from cache)' if reused else ' (includes TensorFlow import and model load)' if hop == args.hops[0] else ''}"
+        )
     X_eng, eng_s, reused = features(clips_w, "engineered", WORKING_SR, {})
     views["engineered"] = X_eng
     print(f"engineered: {eng_s:.1f} s{' (reused from cache)' if reused else ''}")
@@ -142,13 +154,23 @@ def main() -> None:
             avg = float(np.mean(average(P).argmax(1) == y))
             splits = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in np.unique(fold_of)]
             probas = {m: proba[m] for m in members}
-            res = fold_safe_ensemble(probas, {m: m for m in members}, y, splits, combiner="stacking",
-                                     n_members=len(members), method="jaya", seed=0, fixed_members=members)
+            res = fold_safe_ensemble(
+                probas,
+                {m: m for m in members},
+                y,
+                splits,
+                combiner="stacking",
+                n_members=len(members),
+                method="jaya",
+                seed=0,
+                fixed_members=members,
+            )
             stack = float(np.mean(res["proba"].argmax(1) == y))
             ens_acc[label] = avg
-            quick_s = (ingest_e_s + ingest_w_s + figures[f"embed_h{hop:g}_s"] + eng_s
-                       + sum(cv_s[m] for m in members))
-            print(f"  {label:<42} average {100 * avg:6.2f}%  (stacker {100 * stack:6.2f}%)  quick cold ~{quick_s:5.0f} s")
+            quick_s = ingest_e_s + ingest_w_s + figures[f"embed_h{hop:g}_s"] + eng_s + sum(cv_s[m] for m in members)
+            print(
+                f"  {label:<42} average {100 * avg:6.2f}%  (stacker {100 * stack:6.2f}%)  quick cold ~{quick_s:5.0f} s"
+            )
             figures[f"quick_s[{label}]"] = quick_s
 
     single = {k: v for k, v in acc.items()}

@@ -9,6 +9,7 @@ second field) without copying it; features are cached under data/interim/bench/.
 key=value lines. The book's sox spectrogram images are approximated by a resized STFT
 (same 100x160x3 shape, so the timing is the book net's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ from tasks.data.layouts.esc10 import FOLDERS as ESC10_FOLDERS  # noqa: E402
 
 SR = 22_050
 CLIP_S = 5.0
-N_MELS, N_FFT, HOP = 64, 2048, 1024   # the catalogue's log-mel (tasks/features.py)
+N_MELS, N_FFT, HOP = 64, 2048, 1024  # the catalogue's log-mel (tasks/features.py)
 
 
 def list_clips(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:
@@ -54,7 +55,9 @@ def _fix_length(y: np.ndarray, n: int) -> np.ndarray:
     return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
 
 
-def _clip_views(path: str, n_copies: int, seed: int, hop: int = HOP, n_mels: int = N_MELS) -> tuple[np.ndarray, np.ndarray]:
+def _clip_views(
+    path: str, n_copies: int, seed: int, hop: int = HOP, n_mels: int = N_MELS
+) -> tuple[np.ndarray, np.ndarray]:
     """(1 + n_copies) log-mels of one clip (original first; copies pitch-shifted and stretched) and its 882-vector."""
     import librosa
     import soundfile as sf
@@ -69,8 +72,15 @@ def _clip_views(path: str, n_copies: int, seed: int, hop: int = HOP, n_mels: int
         n_steps, rate = rng.uniform(-2.0, 2.0), rng.uniform(0.85, 1.15)
         z = librosa.effects.pitch_shift(y, sr=SR, n_steps=n_steps)
         views.append(_fix_length(librosa.effects.time_stretch(z, rate=rate), len(y)))
-    mels = [librosa.power_to_db(librosa.feature.melspectrogram(y=v, sr=SR, n_fft=N_FFT, hop_length=hop, n_mels=n_mels),
-                                ref=1.0, amin=1e-10, top_db=80.0) for v in views]
+    mels = [
+        librosa.power_to_db(
+            librosa.feature.melspectrogram(y=v, sr=SR, n_fft=N_FFT, hop_length=hop, n_mels=n_mels),
+            ref=1.0,
+            amin=1e-10,
+            top_db=80.0,
+        )
+        for v in views
+    ]
     return np.stack(mels).astype(np.float32), raw
 
 
@@ -83,9 +93,17 @@ def load_features(n_copies: int, *, hop: int = HOP, n_mels: int = N_MELS, seed: 
         data = dict(np.load(cache))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            out = list(pool.map(_clip_views, map(str, paths), [n_copies] * len(paths),
-                                [seed * 100_000 + i for i in range(len(paths))], [hop] * len(paths),
-                                [n_mels] * len(paths), chunksize=8))
+            out = list(
+                pool.map(
+                    _clip_views,
+                    map(str, paths),
+                    [n_copies] * len(paths),
+                    [seed * 100_000 + i for i in range(len(paths))],
+                    [hop] * len(paths),
+                    [n_mels] * len(paths),
+                    chunksize=8,
+                )
+            )
         data = {"mels": np.stack([m for m, _ in out]), "raw": np.stack([r for _, r in out])}
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **data)
@@ -129,12 +147,25 @@ def time_epochs(data: dict, *, test_fold: int = 1, epochs: int = 6) -> dict[str,
         model = build_model(name, x.shape[1:], len(BOOK_CLASSES), **hyper)
         model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
         stamps = []
-        model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
-                  callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda *_, stamps=stamps: stamps.append(time.perf_counter()))])
+        model.fit(
+            x,
+            y,
+            batch_size=batch,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda *_, stamps=stamps: stamps.append(time.perf_counter())
+                )
+            ],
+        )
         seconds = statistics.median(np.diff(stamps))
         results[name] = len(x) / seconds
-        print(f"{name:14s} params={model.count_params():>9,d} batch={batch:2d} epoch={seconds:6.2f}s "
-              f"samples/s={len(x) / seconds:8.1f}", flush=True)
+        print(
+            f"{name:14s} params={model.count_params():>9,d} batch={batch:2d} epoch={seconds:6.2f}s "
+            f"samples/s={len(x) / seconds:8.1f}",
+            flush=True,
+        )
     return results
 
 
@@ -168,17 +199,28 @@ def cross_validate(data: dict, args: argparse.Namespace) -> tuple[dict[str, list
         else:
             x_train, x_test = data["raw"][train], data["raw"][test]
         est = KerasClassifier(
-            args.arch, {**({"kernel": args.kernel} if args.kernel else {}),
-                        **({"pooling": args.pooling} if args.arch == "cnn2d_logmel" else {}),
-                        **({"dropout": args.dropout} if args.dropout is not None else {})} or None, epochs=args.epochs,
-            batch_size=args.batch, learning_rate=args.lr, schedule=args.schedule, seed=args.seed + fold,
-            validation=args.validation, spec_augment={} if (args.spec_augment and is_2d) else None,
-            mixup_alpha=args.mixup, random_crop_frames=args.crop if is_2d else None,
-            predict_crops=0 if both else args.predict_crops, verbose=args.verbose,
+            args.arch,
+            {
+                **({"kernel": args.kernel} if args.kernel else {}),
+                **({"pooling": args.pooling} if args.arch == "cnn2d_logmel" else {}),
+                **({"dropout": args.dropout} if args.dropout is not None else {}),
+            }
+            or None,
+            epochs=args.epochs,
+            batch_size=args.batch,
+            learning_rate=args.lr,
+            schedule=args.schedule,
+            seed=args.seed + fold,
+            validation=args.validation,
+            spec_augment={} if (args.spec_augment and is_2d) else None,
+            mixup_alpha=args.mixup,
+            random_crop_frames=args.crop if is_2d else None,
+            predict_crops=0 if both else args.predict_crops,
+            verbose=args.verbose,
         ).fit(x_train, np.repeat(data["labels"][train], views), groups=np.repeat(data["sources"][train], views))
         modes = {"crops": args.predict_crops, "full": 0} if both else {"crops": args.predict_crops}
         fold_acc, fold_proba = {}, {}
-        if is_2d and args.copies:   # test-time augmentation: mean over the test clip and its own copies
+        if is_2d and args.copies:  # test-time augmentation: mean over the test clip and its own copies
             modes["tta"] = 0 if both else args.predict_crops
         for mode, n_crops in modes.items():
             est.set_params(predict_crops=n_crops)
@@ -189,19 +231,31 @@ def cross_validate(data: dict, args: argparse.Namespace) -> tuple[dict[str, list
             fold_proba[mode] = proba.round(5).tolist()
             fold_acc[mode] = float(np.mean(est.classes_[proba.argmax(1)] == data["labels"][test]))
             accs.setdefault(mode, []).append(fold_acc[mode])
-        line = (" ".join(f"accuracy_{m}={a:.4f}" for m, a in fold_acc.items())
-                + f" train_samples={len(x_train)} fit={est.fit_seconds_:.0f}s final_loss={est.history_['loss'][-1]:.3f}"
-                + f" final_train_acc={est.history_['accuracy'][-1]:.3f}")
+        line = (
+            " ".join(f"accuracy_{m}={a:.4f}" for m, a in fold_acc.items())
+            + f" train_samples={len(x_train)} fit={est.fit_seconds_:.0f}s final_loss={est.history_['loss'][-1]:.3f}"
+            + f" final_train_acc={est.history_['accuracy'][-1]:.3f}"
+        )
         fit_seconds.append(est.fit_seconds_)
-        save_json(done, {"accuracy": fold_acc, "line": line, "fit_seconds": est.fit_seconds_,
-                         "test_index": np.flatnonzero(test).tolist(), "proba": fold_proba})  # for ensemble trials
+        save_json(
+            done,
+            {
+                "accuracy": fold_acc,
+                "line": line,
+                "fit_seconds": est.fit_seconds_,
+                "test_index": np.flatnonzero(test).tolist(),
+                "proba": fold_proba,
+            },
+        )  # for ensemble trials
         print(f"fold {fold}: {line}", flush=True)
     return accs, fit_seconds
 
 
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children: wall time on a shared machine overstates cost."""
-    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+    return sum(
+        r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fold_accuracies_{mode}=" + ",".join(f"{a:.4f}" for a in values))
         print(f"mean_accuracy_{mode}={np.mean(values):.4f}")
         print(f"std_error_{mode}={np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0:.4f}")
-    print(f"mean_accuracy={np.mean(accs['full' if 'full' in accs else 'crops']):.4f}")  # whole clip, as the catalogue scores
+    print(
+        f"mean_accuracy={np.mean(accs['full' if 'full' in accs else 'crops']):.4f}"
+    )  # whole clip, as the catalogue scores
     print(f"feature_seconds={data['seconds']:.0f}")
     print(f"fit_seconds_total={sum(fit_seconds):.0f}")
     print(f"wall_seconds={wall:.0f}")

@@ -1,4 +1,5 @@
 """`soundflow` command line: run the case study, predict with the champion, serve on a schedule."""
+
 from __future__ import annotations
 
 import argparse
@@ -69,9 +70,17 @@ def inspect_dataset(params, *, audit: bool = False) -> str:
     from tasks.data.sources import resolve_source
 
     root = resolve_source(params.source, raw_dir=config.stage_dir("raw"))
-    data = build(root, dataset=params.dataset, group_pattern=params.group_pattern, sr=params.sample_rate,
-                 window_s=params.window_s, hop_s=params.hop_s, min_duration_s=params.min_duration_s,
-                 out_dir=config.stage_dir("interim"), n_jobs=params.n_jobs)
+    data = build(
+        root,
+        dataset=params.dataset,
+        group_pattern=params.group_pattern,
+        sr=params.sample_rate,
+        window_s=params.window_s,
+        hop_s=params.hop_s,
+        min_duration_s=params.min_duration_s,
+        out_dir=config.stage_dir("interim"),
+        n_jobs=params.n_jobs,
+    )
     summary = summarize(read_manifest(data["manifest"]), read_rejected(data["rejected"]), dataset_info(data))
     text = summary_markdown(summary)
     if audit:
@@ -79,8 +88,14 @@ def inspect_dataset(params, *, audit: bool = False) -> str:
         from tasks.features.representations import features_file
         from tasks.tracking.audit import run_audit
 
-        engineered = features_file(Path(data["clips"]), "engineered", params.sample_rate, {},
-                                   config.stage_dir("features"), n_jobs=params.n_jobs)
+        engineered = features_file(
+            Path(data["clips"]),
+            "engineered",
+            params.sample_rate,
+            {},
+            config.stage_dir("features"),
+            n_jobs=params.n_jobs,
+        )
         text += "\n" + audit_markdown(run_audit(data, str(engineered), params.sample_rate, seed=params.seed))
     return text
 
@@ -89,9 +104,13 @@ def add_preset_options(parser: argparse.ArgumentParser) -> None:
     """--preset, --params-file, --print-params and one option per parameter (shared by run and serve)."""
     from flows.params import PRESETS
 
-    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                        help="smoke: seconds (tests/CI); default: every family in ~24 min; book: the full book "
-                             "reproduction (hours) [default: the params file's preset, else default]")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="smoke: seconds (tests/CI); default: every family in ~24 min; book: the full book "
+        "reproduction (hours) [default: the params file's preset, else default]",
+    )
     parser.add_argument("--params-file", help="JSON file of parameter overrides (applied before the options)")
     parser.add_argument("--print-params", action="store_true", help="print the resolved parameters and exit")
     add_param_options(parser)
@@ -113,27 +132,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="soundflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the case study flow (ingest, features, augment, k-fold CV, ensembles, report)",
-                         )
+    run = sub.add_parser(
+        "run",
+        help="run the case study flow (ingest, features, augment, k-fold CV, ensembles, report)",
+    )
     add_preset_options(run)
     run.add_argument("--json", action="store_true", help="end with the result as JSON instead of the summary table")
 
     pred = sub.add_parser("predict", help="classify audio files with the registered champion model")
     pred.add_argument("files", nargs="+", help="audio files (wav, ogg, flac, mp3; any rate and length)")
-    pred.add_argument("--model", default=None, help="registered model name, e.g. soundflow-esc10 (default: the "
-                      "soundflow model whose champion was registered last)")
+    pred.add_argument(
+        "--model",
+        default=None,
+        help="registered model name, e.g. soundflow-esc10 (default: the "
+        "soundflow model whose champion was registered last)",
+    )
     pred.add_argument("--alias", default="champion")
 
-    insp = sub.add_parser("inspect", help="what the pipeline would use of a dataset (classes, folds, groups, durations, "
-                          "rejected files), without training")
+    insp = sub.add_parser(
+        "inspect",
+        help="what the pipeline would use of a dataset (classes, folds, groups, durations, "
+        "rejected files), without training",
+    )
     insp.add_argument("source", help="dataset folder, CSV manifest or .zip")
     for name in ("dataset", "group_pattern", "window_s", "hop_s", "min_duration_s", "sample_rate"):
         field = CaseStudyParams.model_fields[name]
         insp.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=field.description)
-    insp.add_argument("--audit", action="store_true", help="also run the leakage audit (duplicates, group hints, "
-                      "what a leaky split costs a fast model)")
+    insp.add_argument(
+        "--audit",
+        action="store_true",
+        help="also run the leakage audit (duplicates, group hints, what a leaky split costs a fast model)",
+    )
 
-    serve = sub.add_parser("serve", help="serve the case study as a scheduled Prefect deployment (needs a Prefect server)")
+    serve = sub.add_parser(
+        "serve", help="serve the case study as a scheduled Prefect deployment (needs a Prefect server)"
+    )
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule [default: nightly 02:00]")
     serve.add_argument("--name", default="case-study-nightly")
     add_preset_options(serve)
@@ -164,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.params import CaseStudyParams as Params
         from tasks.errors import SoundflowError
 
-        params = Params(source=args.source, **{k: v for k, v in vars(args).items()
-                                              if k in Params.model_fields and k != "source" and v is not None})
+        params = Params(
+            source=args.source,
+            **{k: v for k, v in vars(args).items() if k in Params.model_fields and k != "source" and v is not None},
+        )
         try:
             print(inspect_dataset(params, audit=args.audit), end="")
         except SoundflowError as exc:
@@ -196,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             found = ghosts.ghost_runs(tracking.client())
             for run, why in found:
                 print(f"{run.info.run_id}  {run.info.run_name}: {why}")
-            print(f"{len(found)} run(s) left RUNNING by a process that died" + (" (soundflow runs --clean closes them)" if found else ""))
+            print(
+                f"{len(found)} run(s) left RUNNING by a process that died"
+                + (" (soundflow runs --clean closes them)" if found else "")
+            )
         return 0
     if args.command == "serve":
         from flows.serve import serve_case_study

@@ -1,4 +1,5 @@
 """The case study's parameters: one typed model, and named presets that are plain overrides of it."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -13,35 +14,94 @@ class CaseStudyParams(BaseModel):
     """Everything a case-study run depends on; MLflow logs it flat on the parent run."""
 
     preset: str = Field("default", description="preset whose values fill every field not given: smoke, default or book")
-    source: str | None = Field(None, description="dataset folder, CSV manifest, .zip or URL; default: download ESC-50 and keep ESC-10")
-    dataset: Literal["auto", "esc10", "esc50", "urbansound8k", "folders", "csv"] = Field("auto", description="layout to read: auto detects it (esc10 with no source); esc10 on an ESC-50 folder takes its ESC-10 subset")
-    group_pattern: str | None = Field(None, description="folders layout: regex whose first capture group, matched against the file name, is the group (speaker, source recording)")
-    window_s: float = Field(5.0, gt=0, le=600, description="segment length in seconds: longer recordings are cut into windows, shorter ones zero-padded")
-    hop_s: float | None = Field(None, gt=0, le=600, description="hop between windows of a long recording (default: window_s, no overlap)")
-    min_duration_s: float = Field(0.0, ge=0, description="recordings shorter than this are rejected (listed in the rejected-files report)")
+    source: str | None = Field(
+        None, description="dataset folder, CSV manifest, .zip or URL; default: download ESC-50 and keep ESC-10"
+    )
+    dataset: Literal["auto", "esc10", "esc50", "urbansound8k", "folders", "csv"] = Field(
+        "auto",
+        description="layout to read: auto detects it (esc10 with no source); esc10 on an ESC-50 folder takes its ESC-10 subset",
+    )
+    group_pattern: str | None = Field(
+        None,
+        description="folders layout: regex whose first capture group, matched against the file name, is the group (speaker, source recording)",
+    )
+    window_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="segment length in seconds: longer recordings are cut into windows, shorter ones zero-padded",
+    )
+    hop_s: float | None = Field(
+        None, gt=0, le=600, description="hop between windows of a long recording (default: window_s, no overlap)"
+    )
+    min_duration_s: float = Field(
+        0.0, ge=0, description="recordings shorter than this are rejected (listed in the rejected-files report)"
+    )
     experiment: str | None = Field(None, description="MLflow experiment (default: soundflow-<dataset name>)")
-    split: Literal["auto", "official", "group_kfold", "book_holdout"] = Field("auto", description="auto: the dataset's own folds if it has them, else StratifiedGroupKFold by group; or official, group_kfold, the book's 8-per-class hold-out")
+    split: Literal["auto", "official", "group_kfold", "book_holdout"] = Field(
+        "auto",
+        description="auto: the dataset's own folds if it has them, else StratifiedGroupKFold by group; or official, group_kfold, the book's 8-per-class hold-out",
+    )
     k: int = Field(5, ge=2, le=20, description="folds for group_kfold")
     seed: int = Field(0, ge=0, description="seed of every random step (splits, augmentation, models)")
     sample_rate: int = Field(22050, ge=8000, le=96000, description="working sample rate in Hz")
     duration_s: float | None = Field(None, gt=0, le=600, description="old name of window_s (sets it when given)")
-    clips_per_class_fold: int | None = Field(None, ge=1, description="keep only this many clips per class and fold (quick runs)")
+    clips_per_class_fold: int | None = Field(
+        None, ge=1, description="keep only this many clips per class and fold (quick runs)"
+    )
     features: list[str] = Field(["raw", "engineered"], description="representations for the models that accept them")
-    feature_opts: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per representation, e.g. {'logmel': {'hop_length': 1024}} (see tasks/features.py)")
-    models: list[str] = Field(default_factory=lambda: [*BOOK_SUITE, "rbf_svm", "logreg", "mlp_sklearn"], description="models from the catalogue (tasks/models)")
-    augmented: list[str] = Field(default_factory=list, description="'model/features' configurations also trained on augmented folds (model name alone: all its features)")
-    augmentation: AugmentParams = Field(default_factory=lambda: AugmentParams(n_copies=4), description="the four augmentations (book: 19 copies, noise 'book')")
-    score_augmented_test: bool = Field(False, description="also score augmented copies of test clips (the book's protocol), as aug_test_accuracy")
-    repeats: dict[str, int] = Field(default_factory=dict, description="trainings per deep model with different seeds, e.g. {'cnn2d_logmel': 3}")
+    feature_opts: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="options per representation, e.g. {'logmel': {'hop_length': 1024}} (see tasks/features.py)",
+    )
+    models: list[str] = Field(
+        default_factory=lambda: [*BOOK_SUITE, "rbf_svm", "logreg", "mlp_sklearn"],
+        description="models from the catalogue (tasks/models)",
+    )
+    augmented: list[str] = Field(
+        default_factory=list,
+        description="'model/features' configurations also trained on augmented folds (model name alone: all its features)",
+    )
+    augmentation: AugmentParams = Field(
+        default_factory=lambda: AugmentParams(n_copies=4),
+        description="the four augmentations (book: 19 copies, noise 'book')",
+    )
+    score_augmented_test: bool = Field(
+        False, description="also score augmented copies of test clips (the book's protocol), as aug_test_accuracy"
+    )
+    repeats: dict[str, int] = Field(
+        default_factory=dict, description="trainings per deep model with different seeds, e.g. {'cnn2d_logmel': 3}"
+    )
     hyper: dict[str, dict[str, Any]] = Field(default_factory=dict, description="hyper-parameter overrides per model")
-    ensembles: list[str] = Field(default_factory=lambda: ["average", "maximum", "vote", "weighted", "stacking"], description="ensemble combiners over the best configurations")
-    ensemble_members: int = Field(5, ge=2, le=20, description="how many configurations an ensemble mixes: the best of each representation first, then of each family, then the next best")
+    ensembles: list[str] = Field(
+        default_factory=lambda: ["average", "maximum", "vote", "weighted", "stacking"],
+        description="ensemble combiners over the best configurations",
+    )
+    ensemble_members: int = Field(
+        5,
+        ge=2,
+        le=20,
+        description="how many configurations an ensemble mixes: the best of each representation first, then of each family, then the next best",
+    )
     optimizer: str = Field("jaya", description="weight search for 'weighted': bbpso, jaya, de, ro, gwo, ga")
-    register_champion: bool = Field(True, description="refit the best configuration on all data and register it as champion if it wins")
-    audit: bool = Field(True, description="leakage audit: duplicates across folds, group hints from file names, and what ignoring them costs (never changes the split)")
-    n_jobs: int = Field(2, ge=1, le=64, description="worker processes for the (configuration, fold) tasks and ingestion")
-    runner: Literal["local", "dask"] = Field("local", description="where the (configuration, fold) tasks run: a local process pool, or Dask (needs the dask extra)")
-    dask_address: str | None = Field(None, description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask; none: a LocalCluster of n_jobs workers)")
+    register_champion: bool = Field(
+        True, description="refit the best configuration on all data and register it as champion if it wins"
+    )
+    audit: bool = Field(
+        True,
+        description="leakage audit: duplicates across folds, group hints from file names, and what ignoring them costs (never changes the split)",
+    )
+    n_jobs: int = Field(
+        2, ge=1, le=64, description="worker processes for the (configuration, fold) tasks and ingestion"
+    )
+    runner: Literal["local", "dask"] = Field(
+        "local",
+        description="where the (configuration, fold) tasks run: a local process pool, or Dask (needs the dask extra)",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --runner dask; none: a LocalCluster of n_jobs workers)",
+    )
     reuse_results: bool = Field(True, description="reuse finished CV results whose inputs did not change")
 
     @model_validator(mode="before")
@@ -58,7 +118,7 @@ class CaseStudyParams(BaseModel):
         if self.duration_s is not None:
             self.window_s, self.duration_s = self.duration_s, None
         if self.source is None and self.dataset == "auto":
-            self.dataset = "esc10"   # the default download is ESC-50; the case study is its ESC-10 subset
+            self.dataset = "esc10"  # the default download is ESC-50; the case study is its ESC-10 subset
         return self
 
     @field_validator("models")
@@ -67,7 +127,7 @@ class CaseStudyParams(BaseModel):
         from tasks.models.catalog import model_entry
 
         for entry in value:
-            model_entry(entry)   # fails before any work starts, naming the entry
+            model_entry(entry)  # fails before any work starts, naming the entry
         return value
 
     @field_validator("feature_opts")
@@ -80,7 +140,7 @@ class CaseStudyParams(BaseModel):
             try:
                 resolved_opts(kind, opts)
             except SoundflowError as exc:
-                raise ValueError(str(exc)) from exc   # pydantic reports ValueErrors on the field
+                raise ValueError(str(exc)) from exc  # pydantic reports ValueErrors on the field
         return value
 
 
@@ -90,15 +150,25 @@ SMOKE: dict[str, Any] = {
     "models": ["nearest_centroid", "gaussian_nb", "rf50", "rbf_svm", "mlp_keras", "cnn1d_shallow_k3", "cnn2d_logmel"],
     "augmented": ["gaussian_nb/engineered", "cnn2d_logmel"],
     "augmentation": {"n_copies": 1},
-    "hyper": {"mlp_keras": {"epochs": 3}, "cnn1d_shallow_k3": {"epochs": 2},
-              "cnn2d_logmel": {"epochs": 2, "widths": [8, 16, 16, 16]}},
+    "hyper": {
+        "mlp_keras": {"epochs": 3},
+        "cnn1d_shallow_k3": {"epochs": 2},
+        "cnn2d_logmel": {"epochs": 2, "widths": [8, 16, 16, 16]},
+    },
     "ensembles": ["average", "weighted"],
     "ensemble_members": 3,
     "register_champion": False,
 }
 
-MILD_AUGMENTATION: dict[str, Any] = {"n_copies": 2, "p_shift": 0.0, "p_noise": 0.0, "p_pitch": 1.0,
-                                     "pitch_steps": (-2.0, 2.0), "p_stretch": 1.0, "stretch_rate": (0.85, 1.15)}
+MILD_AUGMENTATION: dict[str, Any] = {
+    "n_copies": 2,
+    "p_shift": 0.0,
+    "p_noise": 0.0,
+    "p_pitch": 1.0,
+    "pitch_steps": (-2.0, 2.0),
+    "p_stretch": 1.0,
+    "stretch_rate": (0.85, 1.15),
+}
 
 # Every family at its best in about 24 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
 # a representative 1D CNN, the compact CNN on log-mels and on PCEN (augmented training folds), and ensembles of the
@@ -108,8 +178,17 @@ DEFAULT: dict[str, Any] = {
     # sklearn's lbfgs MLP on raw samples costs 4 CPU-minutes for chance accuracy: engineered only here.
     # The pretrained embeddings (optional extra `pretrained`; left out, with a note in the log, without it) feed
     # the two classical models that use them best (bench/pretrained.py).
-    "models": [*BOOK_SUITE, "rbf_svm", "logreg", "mlp_sklearn/engineered", "mlp_keras", "cnn1d_deep0_k7", "cnn2d_logmel",
-               "rbf_svm/birdnet", "logreg/birdnet"],
+    "models": [
+        *BOOK_SUITE,
+        "rbf_svm",
+        "logreg",
+        "mlp_sklearn/engineered",
+        "mlp_keras",
+        "cnn1d_deep0_k7",
+        "cnn2d_logmel",
+        "rbf_svm/birdnet",
+        "logreg/birdnet",
+    ],
     "feature_opts": {"birdnet": {"hop_s": 1.0, "pooling": "mean_std"}},
     "augmented": ["cnn2d_logmel"],  # the 1D CNN gained nothing from copies (38.5 vs 38.5%) for 3.5 minutes
     # Two mild pitch + stretch copies per training clip (the book's +-10 semitones / 0.5-1.5x move a clip
@@ -137,8 +216,9 @@ QUICK: dict[str, Any] = {
 # The whole book (hours; a night run): its hold-out split at 44.1 kHz, 19 copies with the book's noise,
 # augmented test copies scored too, the classical suite, the MLP, the 5 x 8 grid of 1D CNNs (Table 12-1),
 # and six trainings of its 2D CNN on spectrogram images with their ensembles.
-CNN1D_GRID = [f"cnn1d_{a}_k{k}" for a in ("shallow", "medium", "deep0", "deep1", "deep2")
-              for k in (3, 5, 7, 9, 11, 13, 15, 33)]
+CNN1D_GRID = [
+    f"cnn1d_{a}_k{k}" for a in ("shallow", "medium", "deep0", "deep1", "deep2") for k in (3, 5, 7, 9, 11, 13, 15, 33)
+]
 BOOK: dict[str, Any] = {
     "split": "book_holdout",
     "sample_rate": 44100,

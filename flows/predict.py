@@ -1,4 +1,5 @@
 """Classify audio files with a registered model (default: the dataset's champion)."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -20,9 +21,11 @@ def classify_task(files: list[str], model_uri: str) -> list[dict]:
     try:
         model = load_model(model_uri)
     except MlflowException as exc:
-        raise SoundflowError(f"cannot load {model_uri} from {config.tracking_uri()}: {exc.message.splitlines()[0]}. "
-                             "Register a champion first (`soundflow run` with --register-champion), or pass "
-                             "--model/--alias of an existing registered model.") from exc
+        raise SoundflowError(
+            f"cannot load {model_uri} from {config.tracking_uri()}: {exc.message.splitlines()[0]}. "
+            "Register a champion first (`soundflow run` with --register-champion), or pass "
+            "--model/--alias of an existing registered model."
+        ) from exc
     frame = model.predict(pd.DataFrame({"path": [str(f) for f in files]}))
     rows = []
     for file, rec in zip(files, frame.to_dict("records")):

@@ -25,6 +25,7 @@ def task_runner(runner: str, *, n_jobs: int, dask_address: str | None = None):
             raise SoundflowError(
                 f"--runner dask with workers on other machines needs an MLflow tracking server, not the local store "
                 f"{tracking_uri()}: start one with `mlflow server --host 0.0.0.0 --port 5000 --backend-store-uri "
-                f"sqlite:///$PWD/mlruns/server.db` and set MLFLOW_TRACKING_URI=http://<host>:5000")
+                f"sqlite:///$PWD/mlruns/server.db` and set MLFLOW_TRACKING_URI=http://<host>:5000"
+            )
         return DaskTaskRunner(address=dask_address)
     return DaskTaskRunner(cluster_kwargs={"n_workers": n_jobs, "threads_per_worker": 1, "processes": True})

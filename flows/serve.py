@@ -1,4 +1,5 @@
 """Run the case study on a cron schedule: a Prefect deployment served from this process."""
+
 from __future__ import annotations
 
 from flows.case_study import case_study
@@ -22,9 +23,13 @@ of a serving process, see prefect.yaml: `prefect deploy --all` then `prefect wor
 def build_deployment(params: CaseStudyParams, *, cron: str, name: str):
     """The case-study deployment on `cron` with `params` as its default parameters."""
     return case_study.to_deployment(
-        name=name, cron=cron, parameters={"params": params.model_dump(mode="json")},
+        name=name,
+        cron=cron,
+        parameters={"params": params.model_dump(mode="json")},
         concurrency_limit=1,  # one case study at a time: runs share data/ caches and the CPU
-        description=f"ESC-10 case study, preset {params.preset!r}, on cron {cron!r}", tags=["soundflow", params.preset])
+        description=f"ESC-10 case study, preset {params.preset!r}, on cron {cron!r}",
+        tags=["soundflow", params.preset],
+    )
 
 
 def api_url() -> str | None:

@@ -1,4 +1,5 @@
 """Content-addressed keys and atomic writes: a crashed run never leaves a half-written file."""
+
 from __future__ import annotations
 
 import contextlib

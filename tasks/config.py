@@ -1,4 +1,5 @@
 """Paths built from the project root and the MLflow store location."""
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,7 @@ def artifact_location(experiment_name: str) -> str | None:
     uri = tracking_uri()
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     return (db.parent / "artifacts" / experiment_name).resolve().as_uri()
 
 

@@ -1,4 +1,5 @@
 """One logger for task code: Prefect's run logger inside a flow or task run, the module logger elsewhere."""
+
 from __future__ import annotations
 
 import logging

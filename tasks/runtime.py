@@ -1,4 +1,5 @@
 """Process set-up for a quiet, healthy terminal: telemetry off, TensorFlow's start-up noise filtered out."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,11 @@ def quiet_defaults(environ=os.environ) -> dict[str, str]:
       which a busy 2-core machine exceeded here: the run died with "Timed out ... ephemeral Prefect API server").
     - TF_CPP_MIN_LOG_LEVEL=3: TensorFlow's native INFO/WARNING/ERROR log lines (a real failure still raises).
     """
-    wanted = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-              "TF_CPP_MIN_LOG_LEVEL": "3"}
+    wanted = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     chosen = {k: v for k, v in wanted.items() if k not in environ and not _in_prefect_profile(k)}
     environ.update(chosen)
     return chosen
@@ -58,8 +62,9 @@ def filtered_native_stderr(noise: re.Pattern = TF_STARTUP_NOISE) -> Iterator[Non
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            kept = [line for line in tmp.read().decode(errors="replace").splitlines(keepends=True)
-                    if not noise.search(line)]
+            kept = [
+                line for line in tmp.read().decode(errors="replace").splitlines(keepends=True) if not noise.search(line)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

@@ -1,4 +1,5 @@
 """Shared fixtures: the real ESC-10 folder, a temp data dir and MLflow store per session, seeded RNGs."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """load_audio converts odd-but-valid files and rejects broken ones with a reason; written as real files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_wav_converted_to_rate_and_length(tmp_path, sr_in, duration_in_s):
     kept = min(duration_in_s, 5.0)
     assert _peak_hz(y[: round(16000 * kept)], 16000) == pytest.approx(440, abs=2)
     assert np.abs(y[: round(16000 * kept) - 100]).max() == pytest.approx(0.5, abs=0.02)
-    assert np.all(y[round(16000 * kept) + 50:] == 0)  # zero padding after a short clip
+    assert np.all(y[round(16000 * kept) + 50 :] == 0)  # zero padding after a short clip
 
 
 def test_stereo_is_averaged(tmp_path):
@@ -92,7 +93,7 @@ def _write_bad(tmp_path, kind: str):
         path = tmp_path / "cut.ogg"
         sf.write(path, good, 8000)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif kind == "truncated_quiet_ogg":   # silence first, then the sound: cut short, what is left is silent
+    elif kind == "truncated_quiet_ogg":  # silence first, then the sound: cut short, what is left is silent
         path = tmp_path / "cut_quiet.ogg"
         sf.write(path, np.concatenate([np.zeros(16000, np.float32), good]), 8000)
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
@@ -109,17 +110,20 @@ def _write_bad(tmp_path, kind: str):
     return path
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("empty", "empty file"),
-    ("garbage", "unreadable"),
-    ("truncated_wav", "truncated"),
-    ("truncated_ogg", "truncated"),
-    ("truncated_quiet_ogg", "truncated"),
-    ("silent", "all-silent"),
-    ("nan", "non-finite"),
-    ("inf", "non-finite"),
-    ("missing", "cannot open"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("empty", "empty file"),
+        ("garbage", "unreadable"),
+        ("truncated_wav", "truncated"),
+        ("truncated_ogg", "truncated"),
+        ("truncated_quiet_ogg", "truncated"),
+        ("silent", "all-silent"),
+        ("nan", "non-finite"),
+        ("inf", "non-finite"),
+        ("missing", "cannot open"),
+    ],
+)
 def test_bad_files_rejected_with_reason(tmp_path, kind, reason):
     path = _write_bad(tmp_path, kind)
     with pytest.raises(AudioDecodeError) as info:

@@ -1,4 +1,5 @@
 """Leakage audit on real audio files with known answers: a planted speaker leak, planted copies, clean data."""
+
 from __future__ import annotations
 
 import shutil
@@ -40,12 +41,17 @@ def _write(path: Path, y: np.ndarray) -> Path:
 def _manifest(paths: list[Path], labels: list[str], folds=None, groups=None) -> pd.DataFrame:
     """The audit's manifest for whole files: one segment per file, each file its own recording."""
     classes = sorted(set(labels))
-    return pd.DataFrame({
-        "path": [str(p) for p in paths], "recording_id": [p.stem for p in paths], "label": labels,
-        "class_id": [classes.index(c) for c in labels],
-        "fold": pd.array(folds if folds is not None else [pd.NA] * len(paths), dtype="Int64"),
-        "group": groups if groups is not None else [p.stem for p in paths],
-        "content_hash": [file_sha256(p) for p in paths]})
+    return pd.DataFrame(
+        {
+            "path": [str(p) for p in paths],
+            "recording_id": [p.stem for p in paths],
+            "label": labels,
+            "class_id": [classes.index(c) for c in labels],
+            "fold": pd.array(folds if folds is not None else [pd.NA] * len(paths), dtype="Int64"),
+            "group": groups if groups is not None else [p.stem for p in paths],
+            "content_hash": [file_sha256(p) for p in paths],
+        }
+    )
 
 
 def _decode(paths: list[Path], *, duration_s: float) -> np.ndarray:
@@ -63,7 +69,7 @@ def _speaker_set(root: Path, *, seed: int, own_pitch: bool) -> tuple[pd.DataFram
         cutoff = rng.uniform(800, 5000)
         sos = scipy.signal.butter(2, cutoff, "low", fs=SR, output="sos")
         floor = 10 ** rng.uniform(-2.5, -1.5)
-        pitch = {c: (rng.uniform(200, 3000) if own_pitch else 400 * 1.5 ** i) for i, c in enumerate(LABELS)}
+        pitch = {c: (rng.uniform(200, 3000) if own_pitch else 400 * 1.5**i) for i, c in enumerate(LABELS)}
         for take in range(1, 4):
             for c in LABELS:
                 f = pitch[c] * rng.uniform(0.99, 1.01)
@@ -82,8 +88,9 @@ def _texture(rng: np.random.Generator, n: int) -> np.ndarray:
     a gliding tone."""
     t = np.arange(n) / SR
     lo = rng.uniform(100, 3000)
-    band = scipy.signal.sosfilt(scipy.signal.butter(2, [lo, lo * rng.uniform(1.5, 3)], "band", fs=SR,
-                                                    output="sos"), rng.standard_normal(n))
+    band = scipy.signal.sosfilt(
+        scipy.signal.butter(2, [lo, lo * rng.uniform(1.5, 3)], "band", fs=SR, output="sos"), rng.standard_normal(n)
+    )
     env = np.interp(t, np.linspace(0, t[-1], 12), rng.uniform(0.05, 1, 12))
     f0, f1 = rng.uniform(200, 4000, 2)
     glide = np.sin(2 * np.pi * np.cumsum(np.linspace(f0, f1, n)) / SR)
@@ -139,7 +146,11 @@ def test_audit_lists_copies_and_flags_them(copies):
     table = duplicates_csv(result)
     assert sorted(table["kind"]) == ["exact", "near", "near"]
     assert {Path(p).name for p in table[["path_a", "path_b"]].to_numpy().ravel()} == {
-        "clip00.wav", "renamed.wav", "clip01.wav", "quieter_later.wav"}
+        "clip00.wav",
+        "renamed.wav",
+        "clip01.wav",
+        "quieter_later.wav",
+    }
     assert "3 duplicate pair(s) cross folds" in result.verdict
     md = summary_markdown(result)
     assert "renamed.wav" in md and "quieter_later.wav" in md
@@ -147,9 +158,17 @@ def test_audit_lists_copies_and_flags_them(copies):
 
 def test_group_hints_find_speaker_and_take_not_label(tmp_path):
     names = [f"{s}_take{t}_{c}.wav" for s in SPEAKERS for t in (1, 2, 3) for c in LABELS]
-    m = pd.DataFrame({"path": [str(tmp_path / n) for n in names], "recording_id": names,
-                      "label": [n.split("_")[2][:-4] for n in names], "class_id": 0, "fold": pd.NA,
-                      "group": names, "content_hash": ""})
+    m = pd.DataFrame(
+        {
+            "path": [str(tmp_path / n) for n in names],
+            "recording_id": names,
+            "label": [n.split("_")[2][:-4] for n in names],
+            "class_id": 0,
+            "fold": pd.NA,
+            "group": names,
+            "content_hash": "",
+        }
+    )
     hints = {h["position"]: h for h in group_hints(m)}
     assert set(hints) == {0, 1}
     assert hints[0]["n_groups"] == 8 and hints[1]["n_groups"] == 3
@@ -171,8 +190,14 @@ def test_audit_proposes_the_planted_speaker_token(tmp_path):
     assert "accuracy drops from" in result.verdict and result.proposed_pattern in result.verdict
     assert result.tags()["soundflow.audit.group_pattern"] == result.proposed_pattern
     # leak_gap, the building block, agrees on the direction with the speaker groups
-    gap = leak_gap(X, m["class_id"].to_numpy(), m["recording_id"].to_numpy(),
-                   apply_group_pattern(m["path"], result.proposed_pattern), k=4, seed=1)
+    gap = leak_gap(
+        X,
+        m["class_id"].to_numpy(),
+        m["recording_id"].to_numpy(),
+        apply_group_pattern(m["path"], result.proposed_pattern),
+        k=4,
+        seed=1,
+    )
     assert gap["accuracy_a"] - gap["accuracy_b"] > 0.25 and gap["significant"]
     # once the speaker is given as the group, the same audit finds the split sound and proposes nothing
     given = audit(m.assign(group=apply_group_pattern(m["path"], result.proposed_pattern)), clips, SR, X, seed=0)

@@ -1,4 +1,5 @@
 """The four augmentations move known signals the right way; seeded copies are byte-identical and resumable."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -18,27 +19,49 @@ def _sine(freq_hz: float, duration_s: float = 1.0, sr: int = SR, amp: float = 0.
 
 
 def _peak_hz(y: np.ndarray, sr: int = SR) -> float:
-    mid = y[len(y) // 4: len(y) // 4 + 8192]
+    mid = y[len(y) // 4 : len(y) // 4 + 8192]
     return float(np.fft.rfftfreq(8192, 1 / sr)[np.argmax(np.abs(np.fft.rfft(mid * np.hanning(8192))))])
 
 
 def _identity(**changes) -> dict:
-    return {"shift_s": 0.0, "noise_level": 0.0, "noise": "zero_mean", "noise_seed": 0, "pitch_steps": 0.0,
-            "stretch_rate": 1.0, **changes}
+    return {
+        "shift_s": 0.0,
+        "noise_level": 0.0,
+        "noise": "zero_mean",
+        "noise_seed": 0,
+        "pitch_steps": 0.0,
+        "stretch_rate": 1.0,
+        **changes,
+    }
 
 
 def _small_clips(rng, n: int = 5, sr: int = 8000) -> np.ndarray:
     t = np.arange(sr // 2) / sr  # 0.5 s each
-    return np.stack([(0.4 * np.sin(2 * np.pi * (200 + 150 * i) * t) + 0.05 * rng.standard_normal(len(t)))
-                     .astype(np.float32) for i in range(n)])
+    return np.stack(
+        [
+            (0.4 * np.sin(2 * np.pi * (200 + 150 * i) * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+            for i in range(n)
+        ]
+    )
 
 
 def test_params_defaults_are_the_books_and_ranges_are_checked():
     p = A.AugmentParams()
-    assert (p.n_copies, p.p_shift, p.max_shift_s, p.noise_level, p.pitch_steps, p.stretch_rate) == \
-        (19, 0.5, 0.125, 0.1, (-10.0, 10.0), (0.5, 1.5))
-    for bad in ({"p_noise": 1.5}, {"pitch_steps": (5, -5)}, {"stretch_rate": (0, 1)}, {"noise": "pink"},
-                {"n_copies": 0}):
+    assert (p.n_copies, p.p_shift, p.max_shift_s, p.noise_level, p.pitch_steps, p.stretch_rate) == (
+        19,
+        0.5,
+        0.125,
+        0.1,
+        (-10.0, 10.0),
+        (0.5, 1.5),
+    )
+    for bad in (
+        {"p_noise": 1.5},
+        {"pitch_steps": (5, -5)},
+        {"stretch_rate": (0, 1)},
+        {"noise": "pink"},
+        {"n_copies": 0},
+    ):
         with pytest.raises(ValidationError):
             A.AugmentParams(**bad)
 
@@ -74,11 +97,11 @@ def test_draw_with_zero_probabilities_is_the_identity(rng):
 @pytest.mark.parametrize("shift_s", [0.1, -0.1, 0.05])
 def test_shift_moves_a_clicks_onset_and_fills_with_zeros(shift_s):
     y = np.zeros(SR, np.float32)
-    y[SR // 2: SR // 2 + 10] = 0.8
+    y[SR // 2 : SR // 2 + 10] = 0.8
     out = A.apply(y, SR, _identity(shift_s=shift_s))
     assert int(np.argmax(out > 0.5)) == SR // 2 + round(shift_s * SR)
     edge = A.apply(np.full(SR, 0.3, np.float32), SR, _identity(shift_s=shift_s))
-    vacated = edge[: round(shift_s * SR)] if shift_s > 0 else edge[round(shift_s * SR):]
+    vacated = edge[: round(shift_s * SR)] if shift_s > 0 else edge[round(shift_s * SR) :]
     assert np.all(vacated == 0) and out.shape == y.shape  # zero fill, no wrap-around
 
 
@@ -92,13 +115,13 @@ def test_pitch_shift_moves_a_sine_by_its_semitones(steps):
 @pytest.mark.parametrize("rate", [0.5, 0.8, 1.25, 1.5])
 def test_stretch_moves_a_tone_burst_and_keeps_length_and_pitch(rate):
     y = np.zeros(4 * SR, np.float32)
-    y[SR: 2 * SR] = _sine(500)  # on from 1 s to 2 s
+    y[SR : 2 * SR] = _sine(500)  # on from 1 s to 2 s
     out = A.apply(y, SR, _identity(stretch_rate=rate))
     assert out.shape == y.shape and out.dtype == np.float32
-    envelope = np.array([np.sqrt(np.mean(out[i: i + 1024] ** 2)) for i in range(0, len(out) - 1024, 1024)])
+    envelope = np.array([np.sqrt(np.mean(out[i : i + 1024] ** 2)) for i in range(0, len(out) - 1024, 1024)])
     on = np.flatnonzero(envelope > 0.5 * envelope.max()) * 1024 / SR
     assert abs(on.min() - 1 / rate) < 0.1 and abs(on.max() + 1024 / SR - 2 / rate) < 0.15
-    assert abs(_peak_hz(out[int(SR / rate): int(SR / rate) + 8192 * 2]) - 500) < 10
+    assert abs(_peak_hz(out[int(SR / rate) : int(SR / rate) + 8192 * 2]) - 500) < 10
 
 
 def test_pitch_and_stretch_together_give_both_effects():
@@ -135,15 +158,27 @@ def test_apply_keeps_length_dtype_and_range(seed, n_samples):
 def test_augment_clips_identical_for_any_jobs_and_chunking(tmp_path, rng):
     clips, p = _small_clips(rng), A.AugmentParams(n_copies=3)
     keys = [11, 22, 33, 44, 55]
-    runs = [A.augment_clips(clips, 8000, params=p, seed=5, clip_keys=keys, out_path=tmp_path / f"{j}-{c}.npy",
-                            n_jobs=j, chunk_size=c, min_copies_per_worker=1)  # a worker even for this tiny job
-            for j, c in [(1, 8), (1, 1), (2, 2)]]
+    runs = [
+        A.augment_clips(
+            clips,
+            8000,
+            params=p,
+            seed=5,
+            clip_keys=keys,
+            out_path=tmp_path / f"{j}-{c}.npy",
+            n_jobs=j,
+            chunk_size=c,
+            min_copies_per_worker=1,
+        )  # a worker even for this tiny job
+        for j, c in [(1, 8), (1, 1), (2, 2)]
+    ]
     arrays = [np.load(r) for r in runs]
     assert arrays[0].shape == (5, 3, 4000) and arrays[0].dtype == np.float32
     assert all(a.tobytes() == arrays[0].tobytes() for a in arrays[1:])
     assert not np.allclose(arrays[0][:, 0], arrays[0][:, 1])  # copies differ
-    backwards = A.augment_clips(clips[::-1], 8000, params=p, seed=5, clip_keys=keys[::-1],
-                                out_path=tmp_path / "backwards.npy", n_jobs=1)
+    backwards = A.augment_clips(
+        clips[::-1], 8000, params=p, seed=5, clip_keys=keys[::-1], out_path=tmp_path / "backwards.npy", n_jobs=1
+    )
     assert np.load(backwards)[::-1].tobytes() == arrays[0].tobytes()  # copy (c, j) depends on (seed, c, j) only
     other = A.augment_clips(clips, 8000, params=p, seed=6, clip_keys=keys, out_path=tmp_path / "s6.npy", n_jobs=1)
     assert np.load(other).tobytes() != arrays[0].tobytes()
@@ -155,8 +190,9 @@ def test_rows_written_in_a_spawned_worker_are_byte_identical(tmp_path, rng):
     expected = np.stack([A.augment_clip(c, 8000, params=p, seed=3, clip_key=k) for c, k in zip(clips, keys)])
     partial, markers = tmp_path / "partial.npy", [tmp_path / f"{i}.done" for i in range(3)]
     np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=expected.shape).flush()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=A.keep_freed_memory) as pool:  # the workers' tuned malloc, too
+    with ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=A.keep_freed_memory
+    ) as pool:  # the workers' tuned malloc, too
         done = pool.submit(A.write_rows, clips, [0, 1, 2], keys, partial, markers, 8000, p, 3).result()
     assert done == [0, 1, 2] and all(m.exists() for m in markers)
     assert np.load(partial).tobytes() == expected.tobytes()
@@ -172,8 +208,9 @@ def _kill(index: int) -> None:
 
 def test_killed_run_resumes_from_its_shards_with_identical_output(tmp_path, rng):
     clips, p, keys = _small_clips(rng), A.AugmentParams(n_copies=2), [1, 2, 3, 4, 5]
-    clean = np.load(A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=tmp_path / "clean.npy",
-                                    n_jobs=1))
+    clean = np.load(
+        A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=tmp_path / "clean.npy", n_jobs=1)
+    )
     out_path = tmp_path / "resumed.npy"
     done: list[int] = []
 
@@ -183,14 +220,33 @@ def test_killed_run_resumes_from_its_shards_with_identical_output(tmp_path, rng)
             raise _Killed
 
     with pytest.raises(_Killed):
-        A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=out_path, n_jobs=1, chunk_size=2,
-                        on_clip=kill_after_three)
+        A.augment_clips(
+            clips,
+            8000,
+            params=p,
+            seed=9,
+            clip_keys=keys,
+            out_path=out_path,
+            n_jobs=1,
+            chunk_size=2,
+            on_clip=kill_after_three,
+        )
     markers = sorted((tmp_path / ".resumed.parts").glob("*.done"))
     assert not out_path.exists() and len(markers) == 3
     markers[0].unlink()  # lose one more, as if the kill came earlier
     redone: list[int] = []
-    A.augment_clips(clips, 8000, params=p, seed=9, clip_keys=keys, out_path=out_path, n_jobs=2, chunk_size=1,
-                    min_copies_per_worker=1, on_clip=redone.append)
+    A.augment_clips(
+        clips,
+        8000,
+        params=p,
+        seed=9,
+        clip_keys=keys,
+        out_path=out_path,
+        n_jobs=2,
+        chunk_size=1,
+        min_copies_per_worker=1,
+        on_clip=redone.append,
+    )
     assert sorted(redone) == sorted({0, 1, 2, 3, 4} - {int(m.name[:5]) for m in markers[1:]})
     assert np.load(out_path).tobytes() == clean.tobytes()
     assert not (tmp_path / ".resumed.parts").exists()
@@ -200,8 +256,9 @@ def test_killed_run_resumes_from_its_shards_with_identical_output(tmp_path, rng)
 
 def test_a_damaged_partial_file_is_started_afresh(tmp_path, rng):
     clips, p, keys = _small_clips(rng, n=3), A.AugmentParams(n_copies=2), [7, 8, 9]
-    clean = np.load(A.augment_clips(clips, 8000, params=p, seed=2, clip_keys=keys, out_path=tmp_path / "clean.npy",
-                                    n_jobs=1))
+    clean = np.load(
+        A.augment_clips(clips, 8000, params=p, seed=2, clip_keys=keys, out_path=tmp_path / "clean.npy", n_jobs=1)
+    )
     out_path = tmp_path / "damaged.npy"
     with pytest.raises(_Killed):
         A.augment_clips(clips, 8000, params=p, seed=2, clip_keys=keys, out_path=out_path, n_jobs=1, on_clip=_kill)
@@ -214,8 +271,14 @@ def test_a_damaged_partial_file_is_started_afresh(tmp_path, rng):
 
 def test_augment_clips_checks_keys(tmp_path, rng):
     with pytest.raises(A.SoundflowError, match="clip_keys"):
-        A.augment_clips(_small_clips(rng), 8000, params=A.AugmentParams(n_copies=1), seed=0, clip_keys=[1, 2],
-                        out_path=tmp_path / "x.npy")
+        A.augment_clips(
+            _small_clips(rng),
+            8000,
+            params=A.AugmentParams(n_copies=1),
+            seed=0,
+            clip_keys=[1, 2],
+            out_path=tmp_path / "x.npy",
+        )
 
 
 def test_augment_file_names_by_inputs_and_task_returns_path(tmp_path, rng):
@@ -229,7 +292,7 @@ def test_augment_file_names_by_inputs_and_task_returns_path(tmp_path, rng):
     manifest = tmp_path / "manifest-test.csv"
     manifest.write_text("content_hash,start_s\n0000000a99,0.0\n00000014ff,0.0\n")  # keys 10 and 20
     assert A.manifest_clip_keys(manifest) == [10, 20]
-    windows = tmp_path / "manifest-windows.csv"   # windows of one recording get different keys
+    windows = tmp_path / "manifest-windows.csv"  # windows of one recording get different keys
     windows.write_text("content_hash,start_s\n0000000a99,0.0\n0000000a99,5.0\n")
     assert A.manifest_clip_keys(windows) == [10, 10 ^ 5000]
     out = A.augment_task.fn(str(clips_path), str(manifest), 8000, p.model_dump(), 1, str(tmp_path), n_jobs=1)

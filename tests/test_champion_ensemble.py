@@ -1,4 +1,5 @@
 """An ensemble as the registered champion, on 30 real ESC-10 clips: members on engineered and raw vectors."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ from tasks.tracking.cv_runs import log_configuration_task
 
 SR = 22050
 PER_CLASS = 3
-HELD_OUT = 2   # further clips per class, never trained on
+HELD_OUT = 2  # further clips per class, never trained on
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,28 @@ def cv(esc10_dir, tmp_path_factory) -> dict:
     picked, held = [], []
     for c, label in enumerate(listing.classes):
         recs = listing.recordings
-        exact = [r for r in recs[recs["label"] == label].to_dict("records")
-                 if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01]
-        picked += [{**r, "recording_id": Path(r["path"]).name, "filename": Path(r["path"]).name, "start_s": 0.0,
-                    "duration_s": 5.0, "class_id": c, "content_hash": file_sha256(r["path"]), "sample_rate": 44100,
-                    "channels": 1, "recording_duration_s": 5.0, "loudness_db": -20.0} for r in exact[:PER_CLASS]]
-        held += [(r["path"], label) for r in exact[PER_CLASS:PER_CLASS + HELD_OUT]]
+        exact = [
+            r
+            for r in recs[recs["label"] == label].to_dict("records")
+            if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01
+        ]
+        picked += [
+            {
+                **r,
+                "recording_id": Path(r["path"]).name,
+                "filename": Path(r["path"]).name,
+                "start_s": 0.0,
+                "duration_s": 5.0,
+                "class_id": c,
+                "content_hash": file_sha256(r["path"]),
+                "sample_rate": 44100,
+                "channels": 1,
+                "recording_duration_s": 5.0,
+                "loudness_db": -20.0,
+            }
+            for r in exact[:PER_CLASS]
+        ]
+        held += [(r["path"], label) for r in exact[PER_CLASS : PER_CLASS + HELD_OUT]]
     manifest = pd.DataFrame(picked)
     write_manifest(out / "manifest.csv", manifest)
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in manifest["path"]])
@@ -55,19 +72,41 @@ def cv(esc10_dir, tmp_path_factory) -> dict:
         np.save(feats[kind], compute(kind, clips, SR, n_jobs=1))
     splits = make_splits(manifest, scheme="group_kfold", k=3, seed=0)
     (out / "splits.json").write_text(json.dumps([{"train": tr.tolist(), "test": te.tolist()} for tr, te in splits]))
-    inputs = {"manifest": str(out / "manifest.csv"), "splits": str(out / "splits.json"), "features": feats,
-              "aug_features": {}}
+    inputs = {
+        "manifest": str(out / "manifest.csv"),
+        "splits": str(out / "splits.json"),
+        "features": feats,
+        "aug_features": {},
+    }
     exp = tracking.client().create_experiment("test-champion-ensemble", artifact_location=(out / "mlruns").as_uri())
     parent = tracking.start_run(exp, name="case-study")
     specs = plan(["gaussian_nb", "logreg"], ["engineered", "raw"], [], seed=0, repeats={}, hyper={})
     with disable_run_logger():
         results = [_cv(s, inputs, exp, parent, str(out / "results")) for s in specs]
-        ensembles = ensemble_task.fn(results, inputs["manifest"], inputs["splits"], ["weighted", "stacking", "vote"],
-                                     n_members=3, method="jaya", seed=0, experiment_id=exp, parent_id=parent,
-                                     results_dir=str(out / "results"))
-    return {"dir": out, "inputs": inputs, "exp": exp, "parent": parent, "results": results, "held": held,
-            "ensembles": {e["name"]: e for e in ensembles}, "classes": list(listing.classes),
-            "y": manifest["class_id"].to_numpy(), "paths": manifest["path"].tolist()}
+        ensembles = ensemble_task.fn(
+            results,
+            inputs["manifest"],
+            inputs["splits"],
+            ["weighted", "stacking", "vote"],
+            n_members=3,
+            method="jaya",
+            seed=0,
+            experiment_id=exp,
+            parent_id=parent,
+            results_dir=str(out / "results"),
+        )
+    return {
+        "dir": out,
+        "inputs": inputs,
+        "exp": exp,
+        "parent": parent,
+        "results": results,
+        "held": held,
+        "ensembles": {e["name"]: e for e in ensembles},
+        "classes": list(listing.classes),
+        "y": manifest["class_id"].to_numpy(),
+        "paths": manifest["path"].tolist(),
+    }
 
 
 def _cv(spec: dict, inputs: dict, exp: str, parent: str, results_dir: str) -> dict:
@@ -77,8 +116,15 @@ def _cv(spec: dict, inputs: dict, exp: str, parent: str, results_dir: str) -> di
 
 
 def _params(dataset: str) -> dict:
-    return {"dataset_name": dataset, "sample_rate": SR, "window_s": 5.0, "seed": 0, "hyper": {}, "n_jobs": 1,
-            "optimizer": "jaya"}
+    return {
+        "dataset_name": dataset,
+        "sample_rate": SR,
+        "window_s": 5.0,
+        "seed": 0,
+        "hyper": {},
+        "n_jobs": 1,
+        "optimizer": "jaya",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +139,22 @@ def _member_proba(model, paths: list[str], n_classes: int) -> np.ndarray:
     """Each loaded member's probabilities on its own representation of 5 s clips: (members, clips, classes)."""
     inner = model.unwrap_python_model()
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in paths])
-    return np.stack([predict_proba(est, compute(m["features"], clips, SR, n_jobs=1), n_classes)
-                     for m, est in zip(inner.config["members"], inner.estimators)])
+    return np.stack(
+        [
+            predict_proba(est, compute(m["features"], clips, SR, n_jobs=1), n_classes)
+            for m, est in zip(inner.config["members"], inner.estimators)
+        ]
+    )
 
 
 def test_final_members_are_chosen_on_every_out_of_fold_row():
     """B is best on the first ten rows (one fold's view), A on all scored rows; rows C lacks (NaN) are not scored."""
     y = np.zeros(20, dtype=int)
-    hit = {"A": np.r_[np.zeros(2), np.ones(17), np.zeros(1)], "B": np.r_[np.ones(16), np.zeros(4)],
-           "C": np.r_[np.ones(5), np.zeros(15)]}
+    hit = {
+        "A": np.r_[np.zeros(2), np.ones(17), np.zeros(1)],
+        "B": np.r_[np.ones(16), np.zeros(4)],
+        "C": np.r_[np.ones(5), np.zeros(15)],
+    }
     probas = {k: np.c_[0.2 + 0.6 * h, 0.8 - 0.6 * h] for k, h in hit.items()}
     probas["C"][:2] = np.nan
     same = {k: "classical" for k in probas}
@@ -128,7 +181,7 @@ def test_weighted_champion_is_the_refitted_members_and_all_fold_weights(cv, weig
     y = cv["y"]
     for m, est in zip(inner.config["members"], inner.estimators):
         if m["name"].startswith("gaussian_nb"):
-            assert est[-1].class_count_.sum() == len(y)          # refitted on every clip, not a fold
+            assert est[-1].class_count_.sum() == len(y)  # refitted on every clip, not a fold
     P_oof = np.stack([np.load(m["proba"]) for m in best["final_members"]])
     expected = Combiner("weighted", method="jaya", seed=0).fit(P_oof, y).weights_
     np.testing.assert_allclose(inner.combiner.weights_, expected)
@@ -138,7 +191,7 @@ def test_weighted_champion_is_the_refitted_members_and_all_fold_weights(cv, weig
     P = _member_proba(model, cv["paths"], len(cv["classes"]))
     p_cols = [f"p_{c}" for c in cv["classes"]]
     np.testing.assert_allclose(out[p_cols].to_numpy(), np.tensordot(expected, P, axes=1), rtol=1e-6, atol=1e-9)
-    assert (out["label"] == [cv["classes"][i] for i in y]).mean() >= 0.9     # clips it was refitted on
+    assert (out["label"] == [cv["classes"][i] for i in y]).mean() >= 0.9  # clips it was refitted on
 
 
 @pytest.mark.parametrize("combiner", ["stacking", "vote"])
@@ -196,7 +249,8 @@ def test_a_single_model_replaces_the_ensemble_only_if_it_beats_it(cv, weighted_c
     assert logged["previous_version"] == weighted_champion["reg"]["version"]
     assert logged["previous_cv_accuracy"] == pytest.approx(ens["cv_accuracy_mean"], abs=1e-6)
     assert registry.best_result([*cv["results"], *cv["ensembles"].values()])["cv_accuracy_mean"] == max(
-        r["cv_accuracy_mean"] for r in [*cv["results"], *cv["ensembles"].values()])
+        r["cv_accuracy_mean"] for r in [*cv["results"], *cv["ensembles"].values()]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +259,21 @@ def flow_run(prefect_harness, esc10_dir) -> dict:
     from flows.case_study import case_study
     from flows.params import preset
 
-    params = preset("smoke", source=str(esc10_dir), experiment="test-champion-flow", register_champion=True,
-                    features=["raw", "engineered"], models=["gaussian_nb", "logreg", "nearest_centroid"], augmented=[],
-                    ensembles=["average", "weighted"], ensemble_members=3)
+    params = preset(
+        "smoke",
+        source=str(esc10_dir),
+        experiment="test-champion-flow",
+        register_champion=True,
+        features=["raw", "engineered"],
+        models=["gaussian_nb", "logreg", "nearest_centroid"],
+        augmented=[],
+        ensembles=["average", "weighted"],
+        ensemble_members=3,
+    )
     return case_study(params)
 
 
-@pytest.mark.slow   # 2.5-4 min here on a shared machine: Prefect server, ESC-10 ingest, worker start-up, CV
+@pytest.mark.slow  # 2.5-4 min here on a shared machine: Prefect server, ESC-10 ingest, worker start-up, CV
 def test_flow_registers_the_winning_ensemble(flow_run):
     best = max(flow_run["results"], key=flow_run["results"].get)
     champion = flow_run["champion"]

@@ -16,9 +16,23 @@ from tasks.config import ROOT, SHARED_ESC10
 from tests.test_serve import _free_port, _stop, _wait_http
 
 pytestmark = pytest.mark.slow
-RUN = ["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--models", "gaussian_nb,rf50,logreg",
-       "--features", "engineered", "--augmented", "", "--ensembles", "average", "--no-register-champion",
-       "--no-audit"]
+RUN = [
+    "run",
+    "--preset",
+    "smoke",
+    "--source",
+    str(SHARED_ESC10),
+    "--models",
+    "gaussian_nb,rf50,logreg",
+    "--features",
+    "engineered",
+    "--augmented",
+    "",
+    "--ensembles",
+    "average",
+    "--no-register-champion",
+    "--no-audit",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,37 +45,86 @@ def cluster(tmp_path_factory):
     bin_dir = Path(sys.executable).parent
     d_port, m_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", SOUNDFLOW_DATA=str(tmp / "data"),
-               PREFECT_HOME=str(tmp / "prefect-home"))
+    env.update(
+        PYTHONPATH=str(ROOT),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        SOUNDFLOW_DATA=str(tmp / "data"),
+        PREFECT_HOME=str(tmp / "prefect-home"),
+    )
     procs: dict[str, subprocess.Popen] = {}
 
     def start(name: str, args: list[str]) -> subprocess.Popen:
-        procs[name] = subprocess.Popen(args, env=env, cwd=ROOT, stdout=(tmp / f"{name}.log").open("w"),
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        procs[name] = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdout=(tmp / f"{name}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return procs[name]
 
     try:
-        start("scheduler", [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(d_port),
-                            "--no-dashboard"])
+        start(
+            "scheduler",
+            [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(d_port), "--no-dashboard"],
+        )
         address = f"tcp://127.0.0.1:{d_port}"
         time.sleep(3)
         for i in range(2):
-            start(f"worker{i}", [str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--no-nanny",
-                                 "--no-dashboard", "--name", f"w{i}"])
-        start("mlflow", [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(m_port),
-                         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                         "--artifacts-destination", str(tmp / "mlartifacts")])
+            start(
+                f"worker{i}",
+                [
+                    str(bin_dir / "dask"),
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--name",
+                    f"w{i}",
+                ],
+            )
+        start(
+            "mlflow",
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(m_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{tmp / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(tmp / "mlartifacts"),
+            ],
+        )
         _wait_http(f"http://127.0.0.1:{m_port}/health", procs["mlflow"], tmp / "mlflow.log")
-        yield {"address": address, "env": {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{m_port}"},
-               "tmp": tmp, "procs": procs}
+        yield {
+            "address": address,
+            "env": {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{m_port}"},
+            "tmp": tmp,
+            "procs": procs,
+        }
     finally:
         for proc in procs.values():
             _stop(proc)
 
 
 def _cli(args: list[str], env: dict, log: Path, timeout_s: float = 900, **kw) -> subprocess.Popen:
-    return subprocess.Popen([str(Path(sys.executable).parent / "soundflow"), *args], env=env, cwd=ROOT,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, **kw)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "soundflow"), *args],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **kw,
+    )
 
 
 def _children(client: MlflowClient, experiment: str) -> dict:
@@ -72,13 +135,17 @@ def _children(client: MlflowClient, experiment: str) -> dict:
 def test_dask_runs_folds_on_the_workers_with_the_local_runners_results(cluster):
     env, tmp = cluster["env"], cluster["tmp"]
     t0 = time.perf_counter()
-    dask = _cli([*RUN, "--runner", "dask", "--dask-address", cluster["address"], "--experiment", "on-dask"], env,
-                tmp / "dask-run.log")
+    dask = _cli(
+        [*RUN, "--runner", "dask", "--dask-address", cluster["address"], "--experiment", "on-dask"],
+        env,
+        tmp / "dask-run.log",
+    )
     assert dask.wait(900) == 0, (tmp / "dask-run.log").read_text()[-4000:]
     dask_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    local = _cli([*RUN, "--experiment", "on-local"], {**env, "SOUNDFLOW_DATA": str(tmp / "data-local")},
-                 tmp / "local-run.log")
+    local = _cli(
+        [*RUN, "--experiment", "on-local"], {**env, "SOUNDFLOW_DATA": str(tmp / "data-local")}, tmp / "local-run.log"
+    )
     assert local.wait(900) == 0, (tmp / "local-run.log").read_text()[-4000:]
     local_s = time.perf_counter() - t0
     print(f"\ndask_run_s={dask_s:.1f} local_run_s={local_s:.1f}")
@@ -93,14 +160,27 @@ def test_dask_runs_folds_on_the_workers_with_the_local_runners_results(cluster):
         assert a.data.metrics["cv_accuracy_mean"] == pytest.approx(b.data.metrics["cv_accuracy_mean"])
         if name != "ensemble:average":
             pids = set(a.data.tags["soundflow.fold_pids"].split(","))
-            assert pids <= workers and str(dask.pid) not in pids        # trained in the worker processes
+            assert pids <= workers and str(dask.pid) not in pids  # trained in the worker processes
     assert not [r for r in on_dask.values() if r.info.status == "RUNNING"]
 
 
 def test_a_worker_killed_mid_run_leaves_no_run_running(cluster):
     env, tmp = cluster["env"], cluster["tmp"]
-    run = _cli([*RUN, "--models", "rf500,rbf_svm,logreg", "--runner", "dask", "--dask-address", cluster["address"],
-                "--experiment", "kill-worker"], {**env, "SOUNDFLOW_DATA": str(tmp / "data-kill")}, tmp / "kill.log")
+    run = _cli(
+        [
+            *RUN,
+            "--models",
+            "rf500,rbf_svm,logreg",
+            "--runner",
+            "dask",
+            "--dask-address",
+            cluster["address"],
+            "--experiment",
+            "kill-worker",
+        ],
+        {**env, "SOUNDFLOW_DATA": str(tmp / "data-kill")},
+        tmp / "kill.log",
+    )
     log = tmp / "kill.log"
     deadline = time.monotonic() + 600
     while "fit " not in log.read_text() and time.monotonic() < deadline and run.poll() is None:
@@ -108,7 +188,7 @@ def test_a_worker_killed_mid_run_leaves_no_run_running(cluster):
     os.kill(cluster["procs"]["worker0"].pid, signal.SIGKILL)
     code = run.wait(900)
     text = log.read_text()
-    assert code in (0, 1), text[-4000:]          # completed (work retried on the other worker) or failed cleanly
+    assert code in (0, 1), text[-4000:]  # completed (work retried on the other worker) or failed cleanly
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = _children(client, "kill-worker")
     assert runs and not [r for r in runs.values() if r.info.status == "RUNNING"]

@@ -1,4 +1,5 @@
 """Ensembles on synthetic probability stacks whose right answers are known in advance."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -127,9 +128,19 @@ def _splits(folds):
 def _safe(P, y, folds, *, combiner, method="jaya", members=None, n_members=None):
     """The production path (the flow's ensemble task) on a stack P of (models, n, C) probabilities."""
     probas = {f"m{i}": p for i, p in enumerate(P)}
-    family = {name: name for name in probas}   # every model its own family and view
-    res = fold_safe_ensemble(probas, family, y, _splits(folds), combiner=combiner, method=method, seed=0,
-                             n_members=n_members or len(P), fixed_members=members, view=family)
+    family = {name: name for name in probas}  # every model its own family and view
+    res = fold_safe_ensemble(
+        probas,
+        family,
+        y,
+        _splits(folds),
+        combiner=combiner,
+        method=method,
+        seed=0,
+        n_members=n_members or len(P),
+        fixed_members=members,
+        view=family,
+    )
     pred = res["proba"].argmax(1)
     res["fold_accuracy"] = [float(np.mean(pred[folds == k] == y[folds == k])) for k in np.unique(folds)]
     res["mean"] = float(np.mean(res["fold_accuracy"]))
@@ -202,9 +213,9 @@ def _cheat_on_fold_zero(n_per_fold: int = 40, n_folds: int = 5, C: int = 4, seed
 def test_members_are_ranked_on_the_other_folds_only():
     P, y, folds = _cheat_on_fold_zero()
     overall = (P.argmax(2) == y).mean(axis=1)
-    assert overall[0] > overall[1]                       # on all folds the cheat looks best
+    assert overall[0] > overall[1]  # on all folds the cheat looks best
     res = _safe(P, y, folds, combiner="average", n_members=1)
-    assert res["per_fold"][0]["members"] == ["m1"]       # fold 0 is scored with the honest model
+    assert res["per_fold"][0]["members"] == ["m1"]  # fold 0 is scored with the honest model
     assert res["fold_accuracy"][0] < 0.8
 
 
@@ -212,7 +223,7 @@ def test_weights_are_fitted_on_the_other_folds_only():
     P, y, folds = _cheat_on_fold_zero()
     res = _safe(P, y, folds, combiner="weighted", method="jaya", members=["m0", "m1"])
     w0 = res["per_fold"][0]["weights"]
-    assert w0[1] > w0[0]                                 # fitted without fold 0, the cheat gets less weight
+    assert w0[1] > w0[0]  # fitted without fold 0, the cheat gets less weight
     assert res["fold_accuracy"][0] < 0.8
 
 
@@ -272,8 +283,16 @@ def test_fold_safe_ensemble_validates_its_inputs(good_and_noisy):
     test = np.flatnonzero(folds == 0)
     probas = {f"m{i}": np.where((folds == 0)[:, None], p, np.nan) for i, p in enumerate(P)}
     with pytest.raises(EnsembleError, match="out-of-fold"):
-        fold_safe_ensemble(probas, {m: m for m in probas}, y, [(np.flatnonzero(folds != 0), test)],
-                           combiner="stacking", n_members=2, method="jaya", seed=0)
+        fold_safe_ensemble(
+            probas,
+            {m: m for m in probas},
+            y,
+            [(np.flatnonzero(folds != 0), test)],
+            combiner="stacking",
+            n_members=2,
+            method="jaya",
+            seed=0,
+        )
 
 
 def test_select_members_mixes_views_then_families_and_breaks_ties_by_log_loss_not_arrival_order():
@@ -295,4 +314,4 @@ def test_select_members_mixes_views_then_families_and_breaks_ties_by_log_loss_no
     assert select_members(acc2, family2, 3, loss, {**view, "pc": "logmel"}) == ["svm", "cnn", "mlp"]
     y = np.array([0, 1])
     sure, unsure = np.array([[0.9, 0.1], [0.1, 0.9]]), np.array([[0.6, 0.4], [0.4, 0.6]])
-    assert _log_loss(sure, y) < _log_loss(unsure, y)   # same accuracy, the confident one wins ties
+    assert _log_loss(sure, y) < _log_loss(unsure, y)  # same accuracy, the confident one wins ties

@@ -21,7 +21,7 @@ def test_augmented_copies_of_test_clips_never_train(rng):
     X_aug = np.stack([np.full((2, X.shape[1]), i, float) for i in range(len(y))])
     for train, test in splits:
         Xt, yt, gt = training_set(X, y, groups, train, X_aug)
-        copies = Xt[len(train):, 0].astype(int)
+        copies = Xt[len(train) :, 0].astype(int)
         assert set(copies) == set(train.tolist())
         assert set(copies).isdisjoint(test.tolist())
         assert set(gt).isdisjoint(groups[test])

@@ -1,4 +1,5 @@
 """Representations on synthetic signals whose answers are known: a sine's band, a click's column, a ramp's samples."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,7 +20,7 @@ def _sine(freq_hz: float, sr: int, duration_s: float = 5.0, amp: float = 0.5) ->
 
 def _click(at_s: float, sr: int, duration_s: float = 5.0) -> np.ndarray:
     y = np.zeros(int(sr * duration_s), np.float32)
-    y[int(at_s * sr): int(at_s * sr) + 32] = 0.9
+    y[int(at_s * sr) : int(at_s * sr) + 32] = 0.9
     return y
 
 
@@ -28,20 +29,21 @@ def test_raw_vector_takes_every_1_441_s_of_the_first_2_s(sr, step):
     y = np.linspace(-1, 1, 5 * sr, dtype=np.float32)
     v = F.raw_vector(y, sr)
     assert v.shape == (882,) and v.dtype == np.float32
-    np.testing.assert_allclose(v, (y[: 882 * step: step] + 1) / 2, atol=1e-6)
+    np.testing.assert_allclose(v, (y[: 882 * step : step] + 1) / 2, atol=1e-6)
     assert 0 <= v.min() and v.max() <= 1
 
 
 def test_raw_vector_spreads_over_a_window_shorter_than_2_s():
-    y = np.linspace(-1, 1, 22050, dtype=np.float32)        # a 1-s window: no value of the vector is padding
+    y = np.linspace(-1, 1, 22050, dtype=np.float32)  # a 1-s window: no value of the vector is padding
     v = F.raw_vector(y, 22050)
     assert v[0] == 0.0 and v[-1] > 0.99 and np.all(np.diff(v) > 0)
 
 
 @pytest.mark.parametrize("sr", [16000, 22050])
 def test_engineered_vector_tracks_pitch_and_loudness(sr):
-    low, high, quiet = (F.engineered_vector(y, sr) for y in
-                        (_sine(500, sr, 2), _sine(3000, sr, 2), _sine(500, sr, 2, amp=0.05)))
+    low, high, quiet = (
+        F.engineered_vector(y, sr) for y in (_sine(500, sr, 2), _sine(3000, sr, 2), _sine(500, sr, 2, amp=0.05))
+    )
     assert low.shape == (186 + 5 * 128 + 32 * 12,) and low.dtype == np.float32 and np.all(np.isfinite(low))
     centroid, rms = 80, 92  # row order: mfcc 40, delta 40, centroid, bandwidth, rolloff, flatness, contrast 7, zcr, rms
     assert abs(low[centroid] - 500) < 100 and abs(high[centroid] - 3000) < 300
@@ -69,7 +71,7 @@ def test_modulation_spectrum_peaks_at_the_amplitude_modulation_rate(rate_hz):
     band = int(np.argmin(np.abs(F.librosa.mel_frequencies(34, fmax=sr / 2)[1:-1] - 1000)))  # the carrier's band
     assert edges[np.argmax(m[band])] <= rate_hz < edges[np.argmax(m[band]) + 1]
     steady = F.modulation_spectrum(_sine(1000, sr), sr).reshape(32, 12)
-    assert m[band].max() > steady[band].max() + 3   # log magnitude: a steady tone barely fluctuates
+    assert m[band].max() > steady[band].max() + 3  # log magnitude: a steady tone barely fluctuates
 
 
 @pytest.mark.parametrize("freq_hz", [300.0, 1000.0, 4000.0])
@@ -93,17 +95,17 @@ def test_logmel_deltas_channels_and_stationary_delta():
 
 def test_pcen_fades_a_steady_tone_and_keeps_its_onset():
     sr = 22050
-    y = np.concatenate([np.zeros(sr, np.float32), _sine(1000, sr, 3)])   # silence, then a tone from t = 1 s
+    y = np.concatenate([np.zeros(sr, np.float32), _sine(1000, sr, 3)])  # silence, then a tone from t = 1 s
     P = F.pcen(y, sr)
     assert P.shape == (64, 1 + len(y) // 1024) and P.dtype == np.float32
     band = int(np.argmax(P.sum(axis=1)))
     onset = sr // 1024 + 1
     steady = P[band, -20:].mean()
-    assert P[band, onset - 1:onset + 3].max() > 3 * steady   # the onset stands out of the tone it starts
+    assert P[band, onset - 1 : onset + 3].max() > 3 * steady  # the onset stands out of the tone it starts
     lm = F.logmel(y, sr)
-    assert lm[band, onset - 1:onset + 3].max() < lm[band, -20:].mean() + 6   # where the log-mel stays level
+    assert lm[band, onset - 1 : onset + 3].max() < lm[band, -20:].mean() + 6  # where the log-mel stays level
     loud, quiet = F.pcen(10 * y, sr), F.pcen(y / 10, sr)
-    assert abs(loud[band, -20:].mean() - quiet[band, -20:].mean()) < 0.5 * steady   # and loudness-free
+    assert abs(loud[band, -20:].mean() - quiet[band, -20:].mean()) < 0.5 * steady  # and loudness-free
 
 
 def test_mfcc_shape_and_loudness_in_c0():

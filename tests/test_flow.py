@@ -1,4 +1,5 @@
 """The case-study flow end to end on a small real ESC-10 subset, read back from MLflow."""
+
 import pytest
 from mlflow import MlflowClient
 
@@ -33,11 +34,21 @@ def test_parent_and_child_runs(smoke_run):
     assert parent.inputs.dataset_inputs, "manifest logged as the dataset input"
     assert c.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     note = parent.data.tags["mlflow.note.content"]
-    assert first["dataset"] == "esc10" and first["dataset"] in note and first["best"] in note and f"{100 * first['best_accuracy']:.1f}" in note
+    assert (
+        first["dataset"] == "esc10"
+        and first["dataset"] in note
+        and first["best"] in note
+        and f"{100 * first['best_accuracy']:.1f}" in note
+    )
     arts = {a.path for a in c.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/results.md", "report/results.csv", "report/comparison.png", "report/spectrogram_examples.png",
-            "report/index.html"} <= arts
-    page = open(first["report"], encoding="utf-8").read()          # kept under data/reports/<run id>/
+    assert {
+        "report/results.md",
+        "report/results.csv",
+        "report/comparison.png",
+        "report/spectrogram_examples.png",
+        "report/index.html",
+    } <= arts
+    page = open(first["report"], encoding="utf-8").read()  # kept under data/reports/<run id>/
     assert first["report"].startswith(str(config.data_dir() / "reports")) and first["best"] in page
     # the leakage audit ran on the official folds and found nothing crossing them
     assert parent.data.tags["soundflow.audit.group_pattern"] == ""
@@ -75,13 +86,13 @@ def test_deep_runs_have_learning_curves(smoke_run):
         assert len(loss) >= 2 and [m.step for m in loss] == list(range(len(loss)))
         files = {a.path for a in c.list_artifacts(run.info.run_id)}
         assert {"learning_curve.png", "model_fold0"} <= files
-    assert "cnn2d_logmel/logmel" not in runs           # the log-mel CNN trains on augmented folds only
+    assert "cnn2d_logmel/logmel" not in runs  # the log-mel CNN trains on augmented folds only
 
 
 def test_second_run_reuses_results(smoke_run):
     _, first, second = smoke_run
     assert second["parent_run_id"] != first["parent_run_id"]
-    assert second["results"] == first["results"]          # same seed, same data: same numbers
+    assert second["results"] == first["results"]  # same seed, same data: same numbers
     c = MlflowClient(config.tracking_uri())
     reused = [r for r in _children(c, second["parent_run_id"]) if r.data.tags.get("soundflow.kind") == "model"]
     assert reused and all(r.data.tags.get("soundflow.reused") == "true" for r in reused)
@@ -92,15 +103,26 @@ def test_failing_flow_marks_mlflow_run_failed(prefect_harness, esc10_dir):
 
     # Valid parameters, but the 1D CNN cannot be built (kernel 0): its fold tasks fail in pool workers, while
     # the other configuration goes on and is logged; the flow then fails, naming the configuration.
-    params = preset("smoke", source=str(esc10_dir), experiment="test-flow-fail", models=["cnn1d_shallow_k3", "gaussian_nb"],
-                    features=["raw"], augmented=[], ensembles=[], hyper={"cnn1d_shallow_k3": {"epochs": 1, "kernel": 0}})
+    params = preset(
+        "smoke",
+        source=str(esc10_dir),
+        experiment="test-flow-fail",
+        models=["cnn1d_shallow_k3", "gaussian_nb"],
+        features=["raw"],
+        augmented=[],
+        ensembles=[],
+        hyper={"cnn1d_shallow_k3": {"epochs": 1, "kernel": 0}},
+    )
     with pytest.raises(SoundflowError, match=r"cnn1d_shallow_k3/raw: fold \d failed: ValueError"):
         case_study(params)
     c = MlflowClient(config.tracking_uri())
     exp = c.get_experiment_by_name("test-flow-fail")
     runs = {r.info.run_name: r for r in c.search_runs([exp.experiment_id])}
-    assert runs["cnn1d_shallow_k3/raw"].info.status == "FAILED" and "ValueError" in runs["cnn1d_shallow_k3/raw"].data.tags["error"]
-    assert runs["gaussian_nb/raw"].info.status == "FINISHED"         # the others went on
+    assert (
+        runs["cnn1d_shallow_k3/raw"].info.status == "FAILED"
+        and "ValueError" in runs["cnn1d_shallow_k3/raw"].data.tags["error"]
+    )
+    assert runs["gaussian_nb/raw"].info.status == "FINISHED"  # the others went on
     parents = [r for r in runs.values() if "mlflow.parentRunId" not in r.data.tags]
     assert parents and all(r.info.status == "FAILED" for r in parents)
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
@@ -115,10 +137,10 @@ def test_pool_workers_get_the_flow_api_only_while_training(prefect_harness, monk
     with config.workers_share_prefect_api():
         url = os.environ["PREFECT_API_URL"]
         assert url.startswith("http://127.0.0.1") and url.rstrip("/").endswith("/api")
-    assert "PREFECT_API_URL" not in os.environ   # the temporary server dies with the flow: don't keep it
+    assert "PREFECT_API_URL" not in os.environ  # the temporary server dies with the flow: don't keep it
     monkeypatch.setenv("PREFECT_API_URL", "http://example.invalid/api")
     with config.workers_share_prefect_api():
-        assert os.environ["PREFECT_API_URL"] == "http://example.invalid/api"   # a configured server wins
+        assert os.environ["PREFECT_API_URL"] == "http://example.invalid/api"  # a configured server wins
 
 
 def test_progress_artifact_and_closing_summary(smoke_run):
@@ -130,9 +152,10 @@ def test_progress_artifact_and_closing_summary(smoke_run):
     flow_run_id = MlflowClient(config.tracking_uri()).get_run(first["parent_run_id"]).data.tags["prefect.flow_run_id"]
     with get_client(sync_client=True) as client:
         # the API directly: Prefect 3.8.8's read_artifacts sends null filters its own server rejects (422)
-        subflows = client._client.post("/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {
-            "operator": "and_", "any_": [flow_run_id]}}}).json()
-        ids = [flow_run_id, *(f["id"] for f in subflows)]      # the cross-validation runs as a subflow
+        subflows = client._client.post(
+            "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"operator": "and_", "any_": [flow_run_id]}}}
+        ).json()
+        ids = [flow_run_id, *(f["id"] for f in subflows)]  # the cross-validation runs as a subflow
         resp = client._client.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": ids}}})
     progress = [a for a in resp.json() if a["type"] == "progress"]
     assert len(progress) == 1 and float(progress[0]["data"]) == pytest.approx(100.0)

@@ -14,7 +14,7 @@ from flows.params import CaseStudyParams
 from tasks import config
 
 SR = 16000
-CLASSES = {"0": (300.0, 0.0), "1": (1200.0, 0.0), "2": (0.0, 1.0)}   # low tone, high tone, noise
+CLASSES = {"0": (300.0, 0.0), "1": (1200.0, 0.0), "2": (0.0, 1.0)}  # low tone, high tone, noise
 
 
 def _recording(kind: str, duration_s: float, rng: np.random.Generator, *, sr: int = SR) -> np.ndarray:
@@ -47,9 +47,17 @@ def own_dataset(tmp_path_factory) -> Path:
 def own_run(prefect_harness, own_dataset):
     from flows.case_study import case_study
 
-    params = CaseStudyParams(source=str(own_dataset), window_s=1.0, sample_rate=SR, k=2, features=["engineered"],
-                             models=["logreg", "gaussian_nb"], ensembles=["average"], ensemble_members=2,
-                             register_champion=True)
+    params = CaseStudyParams(
+        source=str(own_dataset),
+        window_s=1.0,
+        sample_rate=SR,
+        k=2,
+        features=["engineered"],
+        models=["logreg", "gaussian_nb"],
+        ensembles=["average"],
+        ensemble_members=2,
+        register_champion=True,
+    )
     return case_study(params)
 
 
@@ -59,9 +67,11 @@ def test_runs_are_named_per_dataset_and_scored_per_recording(own_run):
     assert c.get_experiment(parent.info.experiment_id).name == "soundflow-labels"
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["soundflow.layout"] == "csv" and parent.data.tags["soundflow.recordings"] == "12"
-    assert parent.data.tags["soundflow.groups"].startswith("none")          # the run says it had no groups
+    assert parent.data.tags["soundflow.groups"].startswith("none")  # the run says it had no groups
     assert "dataset/summary.md" in {a.path for a in c.list_artifacts(parent.info.run_id, "dataset")}
-    assert {"audit/summary.md", "audit/duplicates.csv"} <= {a.path for a in c.list_artifacts(parent.info.run_id, "audit")}
+    assert {"audit/summary.md", "audit/duplicates.csv"} <= {
+        a.path for a in c.list_artifacts(parent.info.run_id, "audit")
+    }
     assert parent.data.tags["soundflow.audit.verdict"] and "soundflow.audit.gap_points" in parent.data.tags
     children = c.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     model_runs = [r for r in children if r.data.tags.get("soundflow.kind") == "model"]
@@ -70,7 +80,7 @@ def test_runs_are_named_per_dataset_and_scored_per_recording(own_run):
         assert r.info.status == "FINISHED"
         assert {"cv_accuracy_mean", "segment_accuracy_mean", "recall_0", "recall_1", "recall_2"} <= set(r.data.metrics)
     logreg = next(r for r in model_runs if r.info.run_name == "logreg/engineered")
-    assert logreg.data.metrics["cv_accuracy_mean"] >= 0.9      # tones vs noise: easy, per recording
+    assert logreg.data.metrics["cv_accuracy_mean"] >= 0.9  # tones vs noise: easy, per recording
 
 
 def test_champion_predicts_a_new_long_file(own_run, tmp_path):
@@ -80,8 +90,9 @@ def test_champion_predicts_a_new_long_file(own_run, tmp_path):
     rng = np.random.default_rng(99)
     files = []
     for kind in ("1", "2"):
-        y = np.concatenate([np.zeros(3 * 8000, np.float32), _recording(kind, 2.0, rng, sr=8000),
-                            np.zeros(4 * 8000, np.float32)])   # 9 s at 8 kHz: mostly silence
+        y = np.concatenate(
+            [np.zeros(3 * 8000, np.float32), _recording(kind, 2.0, rng, sr=8000), np.zeros(4 * 8000, np.float32)]
+        )  # 9 s at 8 kHz: mostly silence
         files.append(tmp_path / f"new_{kind}.wav")
         sf.write(files[-1], y, 8000)
     rows = predict(files=[str(f) for f in files], model_name="soundflow-labels")

@@ -1,4 +1,5 @@
 """report/index.html: its sections, embedded images that decode, and numbers that match the results."""
+
 from __future__ import annotations
 
 import base64
@@ -24,19 +25,40 @@ def run_inputs(tmp_path, rng):
     n = 30
     y = np.arange(n) % 3
     fold = np.arange(n) // 10 + 1
-    manifest = pd.DataFrame({"recording_id": [f"{i}.wav" for i in range(n)], "path": [f"/data/{i}.wav" for i in range(n)],
-                             "filename": [f"{i}.wav" for i in range(n)], "start_s": 0.0, "duration_s": 5.0,
-                             "label": [CLASSES[c] for c in y], "class_id": y, "source_class_id": "", "fold": fold,
-                             "group": [str(i) for i in range(n)], "content_hash": [f"h{i}" for i in range(n)],
-                             "sample_rate": 44100, "channels": 1, "recording_duration_s": 5.0, "loudness_db": -20.0})
+    manifest = pd.DataFrame(
+        {
+            "recording_id": [f"{i}.wav" for i in range(n)],
+            "path": [f"/data/{i}.wav" for i in range(n)],
+            "filename": [f"{i}.wav" for i in range(n)],
+            "start_s": 0.0,
+            "duration_s": 5.0,
+            "label": [CLASSES[c] for c in y],
+            "class_id": y,
+            "source_class_id": "",
+            "fold": fold,
+            "group": [str(i) for i in range(n)],
+            "content_hash": [f"h{i}" for i in range(n)],
+            "sample_rate": 44100,
+            "channels": 1,
+            "recording_duration_s": 5.0,
+            "loudness_db": -20.0,
+        }
+    )
     write_manifest(tmp_path / "manifest.csv", manifest)
-    write_rejected(tmp_path / "rejected.csv", [{"path": "/data/broken.wav", "filename": "broken.wav", "label": "dog",
-                                                "reason": "truncated: 0 samples"}])
-    splits = [{"train": np.flatnonzero(fold != f).tolist(), "test": np.flatnonzero(fold == f).tolist()} for f in (1, 2, 3)]
+    write_rejected(
+        tmp_path / "rejected.csv",
+        [{"path": "/data/broken.wav", "filename": "broken.wav", "label": "dog", "reason": "truncated: 0 samples"}],
+    )
+    splits = [
+        {"train": np.flatnonzero(fold != f).tolist(), "test": np.flatnonzero(fold == f).tolist()} for f in (1, 2, 3)
+    ]
     (tmp_path / "splits.json").write_text(json.dumps(splits))
     results = []
-    for name, family, noise in (("rf1000/raw", "classical", 2.0), ("cnn2d_logmel/logmel", "cnn2d", 0.5),
-                                ("ensemble:average", "ensemble", 0.3)):
+    for name, family, noise in (
+        ("rf1000/raw", "classical", 2.0),
+        ("cnn2d_logmel/logmel", "cnn2d", 0.5),
+        ("ensemble:average", "ensemble", 0.3),
+    ):
         proba = np.eye(3)[y] + noise * rng.random((n, 3))
         proba /= proba.sum(axis=1, keepdims=True)
         path = tmp_path / f"{name.replace('/', '_').replace(':', '_')}.npy"
@@ -46,10 +68,20 @@ def run_inputs(tmp_path, rng):
         if family == "cnn2d":
             hist = tmp_path / "history.json"
             hist.write_text(json.dumps([{"loss": [2.0, 1.5, 1.0], "accuracy": [0.3, 0.5, 0.7]} for _ in splits]))
-        results.append({"name": name, "family": family, "features": name.split("/")[-1], "augmented": False,
-                        "run_id": "x", "proba": str(path), "cv_accuracy_mean": float(np.mean(acc)),
-                        "cv_accuracy_sem": float(np.std(acc, ddof=1) / np.sqrt(3)), "macro_f1_mean": 0.5,
-                        "history": str(hist) if hist else None})
+        results.append(
+            {
+                "name": name,
+                "family": family,
+                "features": name.split("/")[-1],
+                "augmented": False,
+                "run_id": "x",
+                "proba": str(path),
+                "cv_accuracy_mean": float(np.mean(acc)),
+                "cv_accuracy_sem": float(np.std(acc, ddof=1) / np.sqrt(3)),
+                "macro_f1_mean": 0.5,
+                "history": str(hist) if hist else None,
+            }
+        )
     data = {"manifest": str(tmp_path / "manifest.csv"), "rejected": str(tmp_path / "rejected.csv")}
     return results, data, str(tmp_path / "splits.json")
 
@@ -64,17 +96,27 @@ def test_report_has_every_section_decodable_images_and_the_results_numbers(run_i
     results, data, splits = run_inputs
     exp = tracking.ensure_experiment("test-html-report")
     parent = tracking.start_run(exp, name="case-study test")
-    summary = {"dataset": "esc10", "source": "/data", "preset": "smoke", "n_clips": 30, "protocol": "3 folds",
-               "seconds": 12.0, "results_table": results, "champion": None}
+    summary = {
+        "dataset": "esc10",
+        "source": "/data",
+        "preset": "smoke",
+        "n_clips": 30,
+        "protocol": "3 folds",
+        "seconds": 12.0,
+        "results_table": results,
+        "champion": None,
+    }
     path = html_report_task.fn(results, data, splits, summary, parent, str(tmp_path / "reports"))
     page = open(path, encoding="utf-8").read()
 
     for section in ("results", "comparison", "confusion", "recall", "curves", "dataset", "rejected"):
         assert f"id='{section}'" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 1 + 2 + 1          # comparison, best model + best ensemble, one deep model's curves
+    assert len(images) == 1 + 2 + 1  # comparison, best model + best ensemble, one deep model's curves
     assert all(base64.b64decode(img).startswith(b"\x89PNG\r\n\x1a\n") for img in images)
-    rows = {re.sub(r"<.*?>", "", row.split("</td>")[0]).strip(): row for row in re.findall(r"<tr>(.*?)</tr>", page, re.S)}
+    rows = {
+        re.sub(r"<.*?>", "", row.split("</td>")[0]).strip(): row for row in re.findall(r"<tr>(.*?)</tr>", page, re.S)
+    }
     for r in results:
         assert f"{100 * r['cv_accuracy_mean']:.1f} ± {100 * r['cv_accuracy_sem']:.1f}" in rows[r["name"]]
     assert "34.4" in rows["rf1000/raw"] and "78.9" in rows["ensemble:average"]

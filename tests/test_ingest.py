@@ -1,4 +1,5 @@
 """Ingestion on real files: layouts into one manifest, decoding, windows, rejected files, caching."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,19 @@ from tasks.errors import DatasetError
 SR = 8000
 # A few ESC-50 categories outside ESC-10, with their ESC-50 targets.
 OTHER = {"pig": 2, "cow": 3, "frog": 4}
-ESC50_TARGET = {"dog": 0, "rooster": 1, "rain": 10, "sea_waves": 11, "crying_baby": 20, "clock_tick": 38,
-                "sneezing": 21, "helicopter": 40, "chainsaw": 41, "crackling_fire": 12, **OTHER}
+ESC50_TARGET = {
+    "dog": 0,
+    "rooster": 1,
+    "rain": 10,
+    "sea_waves": 11,
+    "crying_baby": 20,
+    "clock_tick": 38,
+    "sneezing": 21,
+    "helicopter": 40,
+    "chainsaw": 41,
+    "crackling_fire": 12,
+    **OTHER,
+}
 
 
 def _clip(path: Path, seed: int, *, sr: int = SR, duration_s: float = 0.5, **kw) -> Path:
@@ -40,8 +52,17 @@ def _make_esc50(root: Path, *, clips_per_class: int = 2) -> Path:
             fold, src = k % 5 + 1, 1000 + seed
             name = f"{fold}-{src}-A-{target}.wav"
             _clip(root / "audio" / name, seed)
-            rows.append({"filename": name, "fold": fold, "target": target, "category": category,
-                         "esc10": category in BOOK_CLASSES, "src_file": src, "take": "A"})
+            rows.append(
+                {
+                    "filename": name,
+                    "fold": fold,
+                    "target": target,
+                    "category": category,
+                    "esc10": category in BOOK_CLASSES,
+                    "src_file": src,
+                    "take": "A",
+                }
+            )
             seed += 1
     (root / "meta").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(root / "meta" / "esc50.csv", index=False)
@@ -64,6 +85,7 @@ def _snapshot(folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------- real ESC-10
+
 
 def test_real_esc10_scan(esc10_dir):
     listing = scan(esc10_dir)
@@ -94,7 +116,7 @@ def test_real_esc10_small_decode(esc10_dir, tmp_path):
     assert (frame["sample_rate"] == 44100).all() and (frame["channels"] == 1).all()
     assert list(frame.columns) == list(COLUMNS) and (frame["start_s"] == 0).all()
     assert read_rejected(data["rejected"]).empty
-    for i, path in enumerate(frame["path"]):   # one 5-s window per clip: exactly the clip, as before windows
+    for i, path in enumerate(frame["path"]):  # one 5-s window per clip: exactly the clip, as before windows
         np.testing.assert_array_equal(array[i], load_audio(path, sr=SR, duration_s=5.0))
     assert _snapshot(esc10_dir) == before
 
@@ -108,6 +130,7 @@ def test_real_esc10_full_decode(esc10_dir, tmp_path):
 
 # ---------------------------------------------------------------- ESC-50 layout, generic layout
 
+
 @pytest.mark.parametrize("dataset, n_classes", [("esc10", 10), ("esc50", 13), ("auto", 13)])
 def test_esc50_layout_subsets(tmp_path, dataset, n_classes):
     root = _make_esc50(tmp_path / "ESC-50")
@@ -118,7 +141,7 @@ def test_esc50_layout_subsets(tmp_path, dataset, n_classes):
     ids = dict(zip(frame["label"], frame["class_id"]))
     if dataset == "esc10":
         assert ids == {c: BOOK_CLASSES.index(c) for c in BOOK_CLASSES}
-    else:   # contiguous ids in the dataset's own target order; its ids kept beside them
+    else:  # contiguous ids in the dataset's own target order; its ids kept beside them
         order = sorted(ESC50_TARGET, key=ESC50_TARGET.get)
         assert ids == {c: order.index(c) for c in order}
         assert dict(zip(frame["label"], frame["source_class_id"])) == {c: str(t) for c, t in ESC50_TARGET.items()}
@@ -171,6 +194,7 @@ def test_empty_folder_names_folder_and_layout(tmp_path):
 
 
 # ---------------------------------------------------------------- bad files, cache, parallel, read-only source
+
 
 def _mixed_folder(root: Path) -> Path:
     for k in range(3):

@@ -1,4 +1,5 @@
 """KerasClassifier: shapes, seeded reproducibility, grouped validation, save/load, training-only augmentation."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,22 @@ def logmels():
     y = np.repeat(np.arange(3), 16)
     X = rng.normal(size=(48, 8, 24)).astype(np.float32)
     for k in range(3):
-        X[y == k, 2 * k: 2 * k + 2, :] += 3.0
+        X[y == k, 2 * k : 2 * k + 2, :] += 3.0
     return X, CLASSES[y], np.repeat(np.arange(24), 2)
 
 
 def _augmented(**overrides) -> KerasClassifier:
-    params = dict(hyper=TINY, epochs=2, batch_size=8, seed=3, validation=0.25, spec_augment={"freq_width": 2,
-                  "time_width": 4}, mixup_alpha=0.3, random_crop_frames=16, predict_crops=3)
+    params = dict(
+        hyper=TINY,
+        epochs=2,
+        batch_size=8,
+        seed=3,
+        validation=0.25,
+        spec_augment={"freq_width": 2, "time_width": 4},
+        mixup_alpha=0.3,
+        random_crop_frames=16,
+        predict_crops=3,
+    )
     return KerasClassifier("cnn2d_logmel", **{**params, **overrides})
 
 
@@ -71,7 +81,7 @@ def test_predict_is_deterministic_and_unaugmented(fitted, logmels):
     proba = fitted.predict_proba(X)
     np.testing.assert_array_equal(proba, fitted.predict_proba(X))
     scaled = ((X - fitted.mean_) / fitted.std_)[..., None]
-    manual = np.mean([fitted.model_.predict(scaled[:, :, s:s + 16], verbose=0) for s in (0, 4, 8)], axis=0)
+    manual = np.mean([fitted.model_.predict(scaled[:, :, s : s + 16], verbose=0) for s in (0, 4, 8)], axis=0)
     np.testing.assert_allclose(proba, manual, rtol=1e-5, atol=1e-6)
 
 
@@ -115,7 +125,7 @@ def test_training_augmentation_changes_batches():
     est = _augmented(spec_augment={"freq_masks": 1, "freq_width": 4, "time_masks": 1, "time_width": 8})
     x = tf.ones((8, 8, 24, 1))
     y = tf.one_hot(tf.range(8) % 3, 3)
-    est.crop_frames_ = est._crop_size((8, 24, 1))    # set by fit
+    est.crop_frames_ = est._crop_size((8, 24, 1))  # set by fit
     xa, ya = est._augment_fn(sample_ndim=3)(tf.constant(5, tf.int64), (x, y))
     assert xa.shape == (8, 8, 16, 1)
     assert np.any(xa.numpy() == 0.0)
@@ -134,8 +144,9 @@ def test_other_architectures_fit(arch, shape, rng):
 
 def test_full_input_prediction(logmels):
     X, y, _ = logmels
-    est = KerasClassifier("cnn2d_logmel", TINY, epochs=1, batch_size=16, random_crop_frames=16,
-                          predict_crops=0).fit(X, y)
+    est = KerasClassifier("cnn2d_logmel", TINY, epochs=1, batch_size=16, random_crop_frames=16, predict_crops=0).fit(
+        X, y
+    )
     assert est.input_shape_ == (8, None, 1)
     assert est.predict_proba(X).shape == (48, 3)
 

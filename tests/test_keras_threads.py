@@ -1,4 +1,5 @@
 """The flow trains models in two threads: Keras trainings there must not collide."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,7 +18,7 @@ def test_two_keras_trainings_in_parallel_threads(rng):
     with ThreadPoolExecutor(2) as pool:
         outs = list(pool.map(train, [0, 1, 2, 3]))
     assert all(p.shape == (40, 4) and np.allclose(p.sum(1), 1, atol=1e-5) for p in outs)
-    np.testing.assert_allclose(train(0), outs[0], rtol=1e-5, atol=1e-6)   # same seed, same result in any thread
+    np.testing.assert_allclose(train(0), outs[0], rtol=1e-5, atol=1e-6)  # same seed, same result in any thread
 
 
 def test_same_seed_same_model_while_another_thread_draws_from_python_random(rng):
@@ -29,7 +30,7 @@ def test_same_seed_same_model_while_another_thread_draws_from_python_random(rng)
     y = np.repeat(np.arange(4), 10)
     stop = threading.Event()
 
-    def noise():   # e.g. Prefect's threads: they share Python's global generator with Keras
+    def noise():  # e.g. Prefect's threads: they share Python's global generator with Keras
         while not stop.is_set():
             random.random()
             time.sleep(1e-4)

@@ -18,8 +18,16 @@ from tasks.errors import DatasetError
 SR = 8000
 
 
-def _tone(path: Path, freq_hz: float, *, duration_s: float = 0.5, sr: int = SR, channels: int = 1,
-          subtype: str | None = None, seed: int = 0) -> Path:
+def _tone(
+    path: Path,
+    freq_hz: float,
+    *,
+    duration_s: float = 0.5,
+    sr: int = SR,
+    channels: int = 1,
+    subtype: str | None = None,
+    seed: int = 0,
+) -> Path:
     """A tone plus a little seeded noise, written as a real audio file."""
     t = np.arange(round(sr * duration_s)) / sr
     y = 0.3 * np.sin(2 * np.pi * freq_hz * t) + 0.01 * np.random.default_rng(seed).standard_normal(len(t))
@@ -38,10 +46,24 @@ def _urbansound(root: Path) -> Path:
             fold = {1: 1, 2: 2, 3: 3}[fs_id // 100]
             for k in range(2):
                 fname = f"{fs_id}-{class_id}-0-{k}.wav"
-                _tone(root / "audio" / f"fold{fold}" / fname, 300 + 100 * class_id, seed=fs_id + k,
-                      sr=22050 if k else 16000)
-                rows.append({"slice_file_name": fname, "fsID": fs_id, "start": k * 4.0, "end": k * 4.0 + 0.5,
-                             "salience": 1, "fold": fold, "classID": class_id, "class": name})
+                _tone(
+                    root / "audio" / f"fold{fold}" / fname,
+                    300 + 100 * class_id,
+                    seed=fs_id + k,
+                    sr=22050 if k else 16000,
+                )
+                rows.append(
+                    {
+                        "slice_file_name": fname,
+                        "fsID": fs_id,
+                        "start": k * 4.0,
+                        "end": k * 4.0 + 0.5,
+                        "salience": 1,
+                        "fold": fold,
+                        "classID": class_id,
+                        "class": name,
+                    }
+                )
     (root / "metadata").mkdir(parents=True)
     pd.DataFrame(rows).to_csv(root / "metadata" / "UrbanSound8K.csv", index=False)
     return root
@@ -56,10 +78,12 @@ def test_urbansound8k_groups_by_fsid_not_by_class(tmp_path):
     assert list(dict.fromkeys(m["label"])) == ["air_conditioner", "dog_bark", "jackhammer"]
     assert list(m["class_id"].unique()) == [0, 1, 2] and set(m["source_class_id"]) == {"0", "3", "7"}
     # the group is the Freesound recording (fsID), never the class id that comes second in the name
-    assert m["group"].nunique() == 9 and set(m["group"]) == {str(g) for c in (0, 3, 7) for g in (100 + c, 200 + c, 300 + c)}
+    assert m["group"].nunique() == 9 and set(m["group"]) == {
+        str(g) for c in (0, 3, 7) for g in (100 + c, 200 + c, 300 + c)
+    }
     assert set(m["fold"]) == {1, 2, 3}
     splits = make_splits(m, scheme="auto")
-    assert len(splits) == 3   # the dataset's own folds
+    assert len(splits) == 3  # the dataset's own folds
     for tr, te in splits:
         assert not set(m["group"].iloc[tr]) & set(m["group"].iloc[te])
 
@@ -70,11 +94,13 @@ def test_csv_manifest_relative_paths_regions_and_digit_labels(tmp_path):
     _tone(root / "audio" / "b.flac", 880, duration_s=0.5)
     _tone(root / "b.wav", 660, duration_s=0.5, subtype="PCM_U8")
     csv = root / "labels.csv"
-    csv.write_text("path,label,group,start_s,end_s\n"
-                   "audio/a.wav,1,spk a,0,1.0\n"
-                   "audio/a.wav,0,spk a,1.0,2.0\n"
-                   f"{(root / 'audio' / 'b.flac').as_posix()},0,spk b,,\n"
-                   "b.wav,10,spk c,,\n")
+    csv.write_text(
+        "path,label,group,start_s,end_s\n"
+        "audio/a.wav,1,spk a,0,1.0\n"
+        "audio/a.wav,0,spk a,1.0,2.0\n"
+        f"{(root / 'audio' / 'b.flac').as_posix()},0,spk b,,\n"
+        "b.wav,10,spk c,,\n"
+    )
     data = build(csv, sr=SR, window_s=0.5, out_dir=tmp_path / "o", n_jobs=1)
     m = read_manifest(data["manifest"])
     assert data["layout"] == "csv" and data["name"] == "labels"
@@ -89,11 +115,13 @@ def test_csv_manifest_relative_paths_regions_and_digit_labels(tmp_path):
 def test_csv_manifest_errors_name_the_row(tmp_path):
     root = tmp_path / "p"
     _tone(root / "a.wav", 440)
-    bad = {"missing file": ("path,label\na.wav,x\nnope.wav,y\n", r"row 2: file not found: .*nope.wav"),
-           "empty label": ("path,label\na.wav,\n", r"row 1 \(a.wav\): empty label"),
-           "unknown column": ("path,label,speaker\na.wav,x,s1\n", r"unknown columns \['speaker'\]"),
-           "no label column": ("path,class\na.wav,x\n", r"missing columns \['label'\]"),
-           "bad number": ("path,label,start_s\na.wav,x,soon\n", r"row 1: start_s 'soon' is not a number")}
+    bad = {
+        "missing file": ("path,label\na.wav,x\nnope.wav,y\n", r"row 2: file not found: .*nope.wav"),
+        "empty label": ("path,label\na.wav,\n", r"row 1 \(a.wav\): empty label"),
+        "unknown column": ("path,label,speaker\na.wav,x,s1\n", r"unknown columns \['speaker'\]"),
+        "no label column": ("path,class\na.wav,x\n", r"missing columns \['label'\]"),
+        "bad number": ("path,label,start_s\na.wav,x,soon\n", r"row 1: start_s 'soon' is not a number"),
+    }
     for name, (text, pattern) in bad.items():
         csv = root / f"{name.replace(' ', '_')}.csv"
         csv.write_text(text)
@@ -112,7 +140,7 @@ def test_folders_group_pattern_non_ascii_classes_and_leak_free_folds(tmp_path):
     data = build(root, group_pattern=r"^(spk\d+)_", sr=SR, window_s=0.5, out_dir=tmp_path / "o", n_jobs=1)
     m = read_manifest(data["manifest"])
     assert m["group"].nunique() == 6
-    for tr, te in make_splits(m, scheme="auto", k=3, seed=0):    # no folds: group k-fold, speakers kept apart
+    for tr, te in make_splits(m, scheme="auto", k=3, seed=0):  # no folds: group k-fold, speakers kept apart
         assert not set(m["group"].iloc[tr]) & set(m["group"].iloc[te])
     with pytest.raises(DatasetError, match=r"does not match this file name"):
         scan(root, group_pattern=r"^(speaker\d+)_")

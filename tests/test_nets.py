@@ -1,4 +1,5 @@
 """Each architecture builds with the book's layer list (Kneusel ch. 12) and the right output shape."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,8 +70,8 @@ def test_cnn2d_logmel_time_stats_head_keeps_the_bands_and_survives_a_save(rng, t
 
     model = build_model("cnn2d_logmel", (64, None, 1), 10, widths=(4, 8, 8, 8), pooling="time_stats")
     assert layer_summary(model)[-3:] == ["TimeStatsPooling", "Dropout", "Dense"]
-    assert model.layers[-1].input.shape[-1] == 8 * 8 * 2        # 64 mels / 2^3 poolings x 8 channels x (mean, std)
-    t = rng.normal(size=(2, 3, 7, 4)).astype(np.float32)          # (batch, bands, frames, channels)
+    assert model.layers[-1].input.shape[-1] == 8 * 8 * 2  # 64 mels / 2^3 poolings x 8 channels x (mean, std)
+    t = rng.normal(size=(2, 3, 7, 4)).astype(np.float32)  # (batch, bands, frames, channels)
     pooled = TimeStatsPooling()(t).numpy().reshape(2, 3, 8)
     np.testing.assert_allclose(pooled[..., :4], t.mean(axis=2), atol=1e-5)
     np.testing.assert_allclose(pooled[..., 4:], np.sqrt(t.var(axis=2) + 1e-6), atol=1e-5)

@@ -1,4 +1,5 @@
 """Presets, parameter validation and the training plan they expand to."""
+
 import pytest
 from pydantic import ValidationError
 
@@ -20,7 +21,10 @@ def test_every_preset_validates_and_plans(name):
 def test_model_entry_with_features_trains_on_those_only():
     specs = plan(["rf5", "mlp_sklearn/engineered"], ["raw", "engineered"], [], seed=0, repeats={}, hyper={})
     assert sorted((s["model"], s["features"]) for s in specs) == [
-        ("mlp_sklearn", "engineered"), ("rf5", "engineered"), ("rf5", "raw")]
+        ("mlp_sklearn", "engineered"),
+        ("rf5", "engineered"),
+        ("rf5", "raw"),
+    ]
 
 
 def test_model_entry_with_unknown_features_names_the_entry():
@@ -33,11 +37,20 @@ def test_model_entry_with_unknown_features_names_the_entry():
 
 
 def test_augmented_and_repeats_expand_with_their_own_seeds():
-    specs = plan(["cnn2d_logmel", "rf5"], ["logmel", "raw"], ["cnn2d_logmel", "rf5/raw"], seed=7,
-                 repeats={"cnn2d_logmel": 2}, hyper={}, augmentation={"n_copies": 1})
+    specs = plan(
+        ["cnn2d_logmel", "rf5"],
+        ["logmel", "raw"],
+        ["cnn2d_logmel", "rf5/raw"],
+        seed=7,
+        repeats={"cnn2d_logmel": 2},
+        hyper={},
+        augmentation={"n_copies": 1},
+    )
     cnn = [s for s in specs if s["model"] == "cnn2d_logmel"]
     assert [(s["name"], s["seed"], s["augmented"]) for s in cnn] == [
-        ("cnn2d_logmel/logmel+aug#0", 7, True), ("cnn2d_logmel/logmel+aug#1", 8, True)]
+        ("cnn2d_logmel/logmel+aug#0", 7, True),
+        ("cnn2d_logmel/logmel+aug#1", 8, True),
+    ]
     rf = sorted((s["augmented"], s["augmentation"]) for s in specs if s["model"] == "rf5")
     assert rf == [(False, None), (True, {"n_copies": 1})]
 
@@ -49,10 +62,11 @@ def test_default_logmel_crop_fits_the_default_logmel():
     from tasks.models.catalog import info
 
     p = preset("default")
-    frames = logmel(np.zeros(int(p.sample_rate * p.window_s), np.float32), p.sample_rate,
-                    **p.feature_opts.get("logmel", {})).shape[1]
+    frames = logmel(
+        np.zeros(int(p.sample_rate * p.window_s), np.float32), p.sample_rate, **p.feature_opts.get("logmel", {})
+    ).shape[1]
     frac = {**info("cnn2d_logmel").defaults, **p.hyper.get("cnn2d_logmel", {})}["random_crop_frac"]
-    assert round(frac * frames) == 86   # 4 s of the 5 s ESC-10 clip, as calibrated (bench/train.py)
+    assert round(frac * frames) == 86  # 4 s of the 5 s ESC-10 clip, as calibrated (bench/train.py)
 
 
 def test_feature_options_are_checked_against_the_representation():
@@ -80,8 +94,14 @@ def test_resolved_feature_options_fill_in_the_defaults():
 def test_longest_first_puts_the_cnns_and_augmented_runs_ahead():
     from tasks.evaluation.train import longest_first
 
-    specs = plan(["rf5", "mlp_keras", "cnn1d_deep0_k7", "cnn2d_logmel"], ["raw", "logmel"],
-                 ["cnn2d_logmel", "cnn1d_deep0_k7"], seed=0, repeats={}, hyper={})
+    specs = plan(
+        ["rf5", "mlp_keras", "cnn1d_deep0_k7", "cnn2d_logmel"],
+        ["raw", "logmel"],
+        ["cnn2d_logmel", "cnn1d_deep0_k7"],
+        seed=0,
+        repeats={},
+        hyper={},
+    )
     order = [s["name"] for s in longest_first(specs)]
     assert order[:3] == ["cnn2d_logmel/logmel+aug", "cnn1d_deep0_k7/raw+aug", "cnn1d_deep0_k7/raw"]
     assert order[-1] == "rf5/raw" and sorted(order) == sorted(s["name"] for s in specs)
@@ -92,8 +112,13 @@ def test_worker_initializer_splits_the_cores(monkeypatch):
 
     from tasks.evaluation.train import init_worker
 
-    for var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "MKL_NUM_THREADS"):
+    for var in (
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     init_worker(2)

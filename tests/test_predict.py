@@ -1,4 +1,5 @@
 """The predict flow and CLI on a champion whose answers are known: tones of 220 Hz, 3 kHz, and white noise."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def tone(kind: str, duration_s: float, sr: int, rng: np.random.Generator) -> np.
         y = rng.uniform(-1, 1, n)
     else:
         f = (220.0 if kind == "low" else 3000.0) * rng.uniform(0.97, 1.03)
-        y = (np.sin(2 * np.pi * f * np.arange(n) / sr + rng.uniform(0, 2 * np.pi))
-             + rng.uniform(0.002, 0.05) * rng.standard_normal(n))
+        y = np.sin(2 * np.pi * f * np.arange(n) / sr + rng.uniform(0, 2 * np.pi)) + rng.uniform(
+            0.002, 0.05
+        ) * rng.standard_normal(n)
     return (rng.uniform(0.1, 0.5) * y / np.max(np.abs(y))).astype(np.float32)
 
 
@@ -48,16 +50,28 @@ def tones_model(tmp_path_factory) -> dict:
     for c, kind in enumerate(CLASSES):
         for _ in range(10):
             sr = int(rng.choice([16000, 22050, 44100, 48000]))
-            w, _ = cut(serving.prepare_waveform(tone(kind, rng.uniform(1.5, 6.0), sr, rng), sr, sr=SR),
-                       window=5 * SR, hop=5 * SR // 2)
+            w, _ = cut(
+                serving.prepare_waveform(tone(kind, rng.uniform(1.5, 6.0), sr, rng), sr, sr=SR),
+                window=5 * SR,
+                hop=5 * SR // 2,
+            )
             clips.append(w)
             y += [c] * len(w)
     est = make_classical("logreg", seed=0).fit(compute("engineered", np.concatenate(clips), SR, n_jobs=1), y)
     c = tracking.client()
     exp = c.create_experiment("test-predict", artifact_location=(out / "artifacts").as_uri())
     with tracking.run(exp, name="champion-refit") as run_id:
-        info = serving.log_audio_model(run_id, est, config={"model_name": MODEL, "features": "engineered",
-                                                            "class_names": CLASSES, "sample_rate": SR, "window_s": 5.0})
+        info = serving.log_audio_model(
+            run_id,
+            est,
+            config={
+                "model_name": MODEL,
+                "features": "engineered",
+                "class_names": CLASSES,
+                "sample_rate": SR,
+                "window_s": 5.0,
+            },
+        )
         registry.register_champion(run_id, info.model_uri, name=MODEL, cv_accuracy=1.0, folds_digest="synthetic")
     return {"dir": out, "estimator": est}
 
@@ -68,8 +82,10 @@ def audio_files(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     d = tmp_path_factory.mktemp("audio")
     rng = np.random.default_rng(11)
     files = {
-        "low12s.mp3": ("low", 12.0, 22050, 1), "high2s.flac": ("high", 2.0, 16000, 1),
-        "noise_stereo48k.ogg": ("noise", 4.0, 48000, 2), "low44k.wav": ("low", 5.0, 44100, 1),
+        "low12s.mp3": ("low", 12.0, 22050, 1),
+        "high2s.flac": ("high", 2.0, 16000, 1),
+        "noise_stereo48k.ogg": ("noise", 4.0, 48000, 2),
+        "low44k.wav": ("low", 5.0, 44100, 1),
     }
     out = {}
     for name, (label, dur, sr, ch) in files.items():
@@ -132,8 +148,14 @@ def test_pyfunc_loads_in_a_fresh_process_from_its_bundled_code(tones_model, audi
     )
     env = {**os.environ, "PYTHONPATH": ""}
     files = [str(audio_files[n][0]) for n in ("low44k.wav", "high2s.flac")]
-    proc = subprocess.run([sys.executable, "-c", script, *files], cwd=tones_model["dir"], env=env,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *files],
+        cwd=tones_model["dir"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "['low', 'high']"
 

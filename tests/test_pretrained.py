@@ -3,6 +3,7 @@
 Tests that run the network skip when the extra is missing; the window arithmetic and argument checks always run.
 Rewrite the reference (only on purpose, e.g. a new model version): python tests/test_pretrained.py
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ needs_model = pytest.mark.skipif(P.available() is not None, reason=f"BirdNET una
 def _reference_input() -> np.ndarray:
     """3 s at 48 kHz: a linear chirp 200 Hz -> 8 kHz (amplitude 0.3) plus a 1 kHz tone (0.1)."""
     t = np.arange(3 * SR) / SR
-    chirp = 0.3 * np.sin(2 * np.pi * (200 * t + (8000 - 200) / (2 * 3.0) * t ** 2))
+    chirp = 0.3 * np.sin(2 * np.pi * (200 * t + (8000 - 200) / (2 * 3.0) * t**2))
     return (chirp + 0.1 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
 
 
@@ -42,7 +43,7 @@ def _noise_bursts(seed: int, sr: int = SR, duration_s: float = 3.0) -> np.ndarra
     rng = np.random.default_rng(seed)
     y, width = np.zeros(int(duration_s * sr), np.float32), sr // 10
     for start in rng.integers(0, len(y) - width, 8):
-        y[start:start + width] += 0.3 * rng.standard_normal(width).astype(np.float32)
+        y[start : start + width] += 0.3 * rng.standard_normal(width).astype(np.float32)
     return y
 
 
@@ -50,12 +51,15 @@ def _cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-@pytest.mark.parametrize("length_s, hop_s, starts_s", [
-    (5.0, 1.0, [0, 1, 2]),          # ESC-10's clips: three windows cover them exactly
-    (5.5, 1.0, [0, 1, 2, 2.5]),     # a tail the hop leaves out gets a window flush with the end
-    (5.0, 0.5, [0, 0.5, 1, 1.5, 2]),
-    (3.0, 1.0, [0]),
-])
+@pytest.mark.parametrize(
+    "length_s, hop_s, starts_s",
+    [
+        (5.0, 1.0, [0, 1, 2]),  # ESC-10's clips: three windows cover them exactly
+        (5.5, 1.0, [0, 1, 2, 2.5]),  # a tail the hop leaves out gets a window flush with the end
+        (5.0, 0.5, [0, 0.5, 1, 1.5, 2]),
+        (3.0, 1.0, [0]),
+    ],
+)
 def test_windows_cover_the_clip(length_s, hop_s, starts_s):
     sr = 1000
     y = np.arange(int(length_s * sr), dtype=np.float32)
@@ -70,8 +74,15 @@ def test_a_short_clip_is_one_window_padded_with_silence():
     assert frames.shape == (1, 3000) and frames[0, :1200].all() and not frames[0, 1200:].any()
 
 
-@pytest.mark.parametrize("opts, match", [({"window_s": 4.0}, "window_s"), ({"window_s": 0.0}, "window_s"),
-                                         ({"hop_s": 0.0}, "window_s"), ({"pooling": "max"}, "pooling")])
+@pytest.mark.parametrize(
+    "opts, match",
+    [
+        ({"window_s": 4.0}, "window_s"),
+        ({"window_s": 0.0}, "window_s"),
+        ({"hop_s": 0.0}, "window_s"),
+        ({"pooling": "max"}, "pooling"),
+    ],
+)
 def test_bad_options_are_refused(opts, match):
     with pytest.raises(SoundflowError, match=match):
         P.birdnet_embedding(_tone(440, 22050), 22050, **opts)
@@ -133,10 +144,11 @@ def test_mean_std_pooling_adds_the_spread_over_windows():
     steady, bursts = _tone(440, SR, 5.0), _noise_bursts(0, SR, 5.0)
     for y in (steady, bursts):
         both = P.birdnet_embedding(y, SR, hop_s=0.5, pooling="mean_std")
-        assert both.shape == (2 * P.EMBEDDING_DIM,) and np.all(both[P.EMBEDDING_DIM:] >= 0)
-        np.testing.assert_allclose(both[:P.EMBEDDING_DIM], P.birdnet_embedding(y, SR, hop_s=0.5), rtol=1e-6)
-    spread = [P.birdnet_embedding(y, SR, hop_s=0.5, pooling="mean_std")[P.EMBEDDING_DIM:].mean()
-              for y in (steady, bursts)]
+        assert both.shape == (2 * P.EMBEDDING_DIM,) and np.all(both[P.EMBEDDING_DIM :] >= 0)
+        np.testing.assert_allclose(both[: P.EMBEDDING_DIM], P.birdnet_embedding(y, SR, hop_s=0.5), rtol=1e-6)
+    spread = [
+        P.birdnet_embedding(y, SR, hop_s=0.5, pooling="mean_std")[P.EMBEDDING_DIM :].mean() for y in (steady, bursts)
+    ]
     assert spread[1] > 2 * spread[0]  # a steady tone looks alike in every window; random bursts do not
 
 
@@ -156,9 +168,15 @@ def _write_reference() -> None:
     emb = P.birdnet_embedding(_reference_input(), SR)
     indices = list(range(0, P.EMBEDDING_DIM, P.EMBEDDING_DIM // 32))
     REFERENCE.parent.mkdir(exist_ok=True)
-    ref = {"input": _reference_input.__doc__, "model": P.VERSION, "window_s": 3.0, "hop_s": 1.0,
-           "indices": indices, "values": [round(float(emb[i]), 6) for i in indices],
-           "norm": round(float(np.linalg.norm(emb)), 6)}
+    ref = {
+        "input": _reference_input.__doc__,
+        "model": P.VERSION,
+        "window_s": 3.0,
+        "hop_s": 1.0,
+        "indices": indices,
+        "values": [round(float(emb[i]), 6) for i in indices],
+        "norm": round(float(np.linalg.norm(emb)), 6),
+    }
     REFERENCE.write_text("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in ref.items()) + "\n}\n")
     print(f"wrote {REFERENCE}")
 

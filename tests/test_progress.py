@@ -1,4 +1,5 @@
 """Progress lines and the time-left estimate: costs, ETA text, throttling, per-epoch hooks of a real Keras fit."""
+
 import numpy as np
 import pytest
 
@@ -44,8 +45,9 @@ def test_throttle_lets_one_line_through_per_interval():
 def test_deep_and_augmented_configurations_cost_more():
     svm = estimated_cost({"model": "rbf_svm", "augmented": False})
     cnn = estimated_cost({"model": "cnn2d_logmel", "augmented": False, "hyper": {"epochs": 30}})
-    cnn_aug = estimated_cost({"model": "cnn2d_logmel", "augmented": True, "hyper": {"epochs": 30},
-                              "augmentation": {"n_copies": 2}})
+    cnn_aug = estimated_cost(
+        {"model": "cnn2d_logmel", "augmented": True, "hyper": {"epochs": 30}, "augmentation": {"n_copies": 2}}
+    )
     assert svm < cnn < cnn_aug
 
 
@@ -57,8 +59,8 @@ def test_epoch_hook_sees_every_epoch_of_a_keras_fit(rng):
     calls = []
     with epoch_hook(lambda epoch, epochs, logs: calls.append((epoch, epochs, "loss" in logs))):
         est = KerasClassifier("mlp", epochs=3, batch_size=8, seed=0).fit(X, y)
-    KerasClassifier("mlp", epochs=2, batch_size=8, seed=0).fit(X, y)     # hook closed: not called
+    KerasClassifier("mlp", epochs=2, batch_size=8, seed=0).fit(X, y)  # hook closed: not called
     assert calls == [(1, 3, True), (2, 3, True), (3, 3, True)]
     proba = est.predict_proba(X[:5])
     assert proba.shape == (5, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
-    assert np.allclose(est.predict_proba(X)[:5], proba, atol=1e-6)       # any batch size, same function
+    assert np.allclose(est.predict_proba(X)[:5], proba, atol=1e-6)  # any batch size, same function

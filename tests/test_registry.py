@@ -1,4 +1,5 @@
 """Champion registry and the audio pyfunc on a tiny real setup: 3 ESC-10 clips per class, GaussianNB on engineered features."""
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,27 @@ def tiny(esc10_dir, tmp_path_factory) -> dict:
     classes, recs = listing.classes, listing.recordings
     picked = []
     for c, label in enumerate(classes):
-        exact = [r for r in recs[recs["label"] == label].to_dict("records")
-                 if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01]
-        picked += [{**r, "recording_id": Path(r["path"]).name, "filename": Path(r["path"]).name, "start_s": 0.0,
-                    "duration_s": 5.0, "class_id": c, "content_hash": file_sha256(r["path"]), "sample_rate": 44100,
-                    "channels": 1, "recording_duration_s": 5.0, "loudness_db": -20.0} for r in exact[:PER_CLASS]]
+        exact = [
+            r
+            for r in recs[recs["label"] == label].to_dict("records")
+            if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01
+        ]
+        picked += [
+            {
+                **r,
+                "recording_id": Path(r["path"]).name,
+                "filename": Path(r["path"]).name,
+                "start_s": 0.0,
+                "duration_s": 5.0,
+                "class_id": c,
+                "content_hash": file_sha256(r["path"]),
+                "sample_rate": 44100,
+                "channels": 1,
+                "recording_duration_s": 5.0,
+                "loudness_db": -20.0,
+            }
+            for r in exact[:PER_CLASS]
+        ]
     manifest = pd.DataFrame(picked)
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in manifest["path"]])
     feats = compute("engineered", clips, SR, n_jobs=1)
@@ -52,8 +69,16 @@ def tiny(esc10_dir, tmp_path_factory) -> dict:
     np.save(feats_path, feats)
     splits = make_splits(manifest, scheme="group_kfold", k=3, seed=0)
     splits_path.write_text(json.dumps([{"train": tr.tolist(), "test": te.tolist()} for tr, te in splits]))
-    return {"dir": out, "manifest": str(manifest_path), "features": str(feats_path), "splits": str(splits_path),
-            "paths": manifest["path"].tolist(), "clips": clips, "X": feats, "classes": list(classes)}
+    return {
+        "dir": out,
+        "manifest": str(manifest_path),
+        "features": str(feats_path),
+        "splits": str(splits_path),
+        "paths": manifest["path"].tolist(),
+        "clips": clips,
+        "X": feats,
+        "classes": list(classes),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +88,26 @@ def champion(tiny) -> dict:
     est = registry.refit_full(spec, tiny["manifest"], tiny["features"])
     exp = experiment("test-registry", tiny["dir"])
     with tracking.run(exp, name="champion-refit") as run_id:
-        info = serving.log_audio_model(run_id, est, config={
-            "model_name": "soundflow-test", "features": "engineered", "class_names": tiny["classes"],
-            "sample_rate": SR, "window_s": 5.0})
+        info = serving.log_audio_model(
+            run_id,
+            est,
+            config={
+                "model_name": "soundflow-test",
+                "features": "engineered",
+                "class_names": tiny["classes"],
+                "sample_rate": SR,
+                "window_s": 5.0,
+            },
+        )
         digest = registry.folds_digest(tiny["manifest"], tiny["splits"])
-        reg = registry.register_champion(run_id, info.model_uri, name="soundflow-test", cv_accuracy=0.5,
-                                         folds_digest=digest, configuration="gaussian_nb/engineered")
+        reg = registry.register_champion(
+            run_id,
+            info.model_uri,
+            name="soundflow-test",
+            cv_accuracy=0.5,
+            folds_digest=digest,
+            configuration="gaussian_nb/engineered",
+        )
     return {"estimator": est, "run_id": run_id, "model_uri": info.model_uri, "digest": digest, "reg": reg}
 
 
@@ -126,8 +165,13 @@ def test_long_short_stereo_and_bad_files(tiny, champion, tmp_path):
     y48 = load_audio(tiny["paths"][4], sr=48000, duration_s=None)
     sf.write(tmp_path / "stereo48k.wav", np.stack([y48, 0.5 * y48], axis=1), 48000)
     (tmp_path / "garbage.wav").write_bytes(b"RIFF this is not audio")
-    files = [tmp_path / "long.wav", tmp_path / "garbage.wav", tmp_path / "short.flac", tmp_path / "missing.ogg",
-             tmp_path / "stereo48k.wav"]
+    files = [
+        tmp_path / "long.wav",
+        tmp_path / "garbage.wav",
+        tmp_path / "short.flac",
+        tmp_path / "missing.ogg",
+        tmp_path / "stereo48k.wav",
+    ]
     out = model.predict(pd.DataFrame({"path": [str(f) for f in files]}))
     assert out["n_windows"].tolist() == [4, 0, 1, 0, 1]  # 12 s: starts 0, 2.5, 5, 7 s
     ok = out["error"] == ""
@@ -143,13 +187,25 @@ def test_long_short_stereo_and_bad_files(tiny, champion, tmp_path):
 def test_register_task_refits_logs_and_registers(tiny, champion):
     parent_exp = experiment("test-register-task", tiny["dir"])
     parent = tracking.start_run(parent_exp, name="case-study")
-    best = {"name": "gaussian_nb/engineered", "model": "gaussian_nb", "features": "engineered", "augmented": False,
-            "run_id": "", "cv_accuracy_mean": 0.55}
-    inputs = {"manifest": tiny["manifest"], "splits": tiny["splits"], "features": {"engineered": tiny["features"]},
-              "aug_features": {}}
+    best = {
+        "name": "gaussian_nb/engineered",
+        "model": "gaussian_nb",
+        "features": "engineered",
+        "augmented": False,
+        "run_id": "",
+        "cv_accuracy_mean": 0.55,
+    }
+    inputs = {
+        "manifest": tiny["manifest"],
+        "splits": tiny["splits"],
+        "features": {"engineered": tiny["features"]},
+        "aug_features": {},
+    }
     params = {"dataset_name": "folders", "sample_rate": SR, "window_s": 5.0, "seed": 0, "hyper": {}, "n_jobs": 1}
     out = registry.register_task.fn(best, inputs, params, parent_exp, parent)
-    assert out["name"] == "soundflow-folders" and out["alias_moved"] and out["uri"] == "models:/soundflow-folders@champion"
+    assert (
+        out["name"] == "soundflow-folders" and out["alias_moved"] and out["uri"] == "models:/soundflow-folders@champion"
+    )
     run = tracking.client().get_run(out["run_id"])
     assert run.info.run_name == "champion-refit" and run.data.tags["mlflow.parentRunId"] == parent
     assert run.info.status == "FINISHED" and run.data.params["model"] == "gaussian_nb"
@@ -157,7 +213,7 @@ def test_register_task_refits_logs_and_registers(tiny, champion):
     assert not again["alias_moved"] and again["version"] == out["version"] and again["run_id"] is None
     assert again["reason"].startswith("unchanged")
     tie = registry.register_task.fn({**best, "name": "gaussian_nb/engineered#tie"}, inputs, params, parent_exp, parent)
-    assert not tie["alias_moved"] and tie["version"] == str(int(out["version"]) + 1)   # a tie does not move it
+    assert not tie["alias_moved"] and tie["version"] == str(int(out["version"]) + 1)  # a tie does not move it
 
 
 def test_keras_estimator_round_trips_through_its_own_save_format(tiny):
@@ -166,13 +222,22 @@ def test_keras_estimator_round_trips_through_its_own_save_format(tiny):
     est = registry.refit_full(spec, tiny["manifest"], tiny["features"])
     exp = experiment("test-registry", tiny["dir"])
     with tracking.run(exp, name="keras-model") as run_id:
-        info = serving.log_audio_model(run_id, est, config={
-            "model_name": "soundflow-keras-test", "features": "engineered", "class_names": tiny["classes"],
-            "sample_rate": SR, "window_s": 5.0})
+        info = serving.log_audio_model(
+            run_id,
+            est,
+            config={
+                "model_name": "soundflow-keras-test",
+                "features": "engineered",
+                "class_names": tiny["classes"],
+                "sample_rate": SR,
+                "window_s": 5.0,
+            },
+        )
     model = serving.load_model(info.model_uri)
     inner = model.unwrap_python_model()
     assert inner.config["members"][0]["estimator_format"] == "keras"
     assert type(inner.estimator).__name__ == "KerasClassifier"
     out = model.predict(pd.DataFrame({"path": tiny["paths"][:4]}))
-    np.testing.assert_allclose(out[[f"p_{c}" for c in tiny["classes"]]].to_numpy(),
-                               est.predict_proba(tiny["X"][:4]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        out[[f"p_{c}" for c in tiny["classes"]]].to_numpy(), est.predict_proba(tiny["X"][:4]), rtol=1e-4, atol=1e-6
+    )

@@ -1,14 +1,31 @@
 """The closing summary a person reads: best results with SEM, the champion and why, the two next commands."""
+
 from tasks.tracking.run_summary import summary_text
 
 
 def _summary(**extra):
-    results = [{"name": f"m{i}/engineered", "family": "classical", "cv_accuracy_mean": 0.5 + i / 100,
-                "cv_accuracy_sem": 0.01 * (i + 1)} for i in range(8)]
+    results = [
+        {
+            "name": f"m{i}/engineered",
+            "family": "classical",
+            "cv_accuracy_mean": 0.5 + i / 100,
+            "cv_accuracy_sem": 0.01 * (i + 1),
+        }
+        for i in range(8)
+    ]
     results += [{"name": "ensemble:average", "family": "ensemble", "cv_accuracy_mean": 0.9, "cv_accuracy_sem": 0.012}]
-    return {"results_table": results, "dataset": "esc10", "n_clips": 400, "protocol": "official folds",
-            "seconds": 125.0, "tracking_uri": "sqlite:////tmp/x.db", "parent_run_id": "abc",
-            "run_url": "http://127.0.0.1:5000/#/experiments/1/runs/abc", "registered_model": "soundflow-esc10", **extra}
+    return {
+        "results_table": results,
+        "dataset": "esc10",
+        "n_clips": 400,
+        "protocol": "official folds",
+        "seconds": 125.0,
+        "tracking_uri": "sqlite:////tmp/x.db",
+        "parent_run_id": "abc",
+        "run_url": "http://127.0.0.1:5000/#/experiments/1/runs/abc",
+        "registered_model": "soundflow-esc10",
+        **extra,
+    }
 
 
 def test_summary_lists_the_best_first_with_sem_and_the_next_commands():
@@ -23,8 +40,13 @@ def test_summary_lists_the_best_first_with_sem_and_the_next_commands():
 
 
 def test_summary_says_why_the_champion_moved_or_not():
-    champ = {"name": "soundflow-esc10", "version": "4", "alias_moved": False, "configuration": "m7/engineered",
-             "reason": "candidate 0.570 does not beat champion v3 0.600 on the same folds"}
+    champ = {
+        "name": "soundflow-esc10",
+        "version": "4",
+        "alias_moved": False,
+        "configuration": "m7/engineered",
+        "reason": "candidate 0.570 does not beat champion v3 0.600 on the same folds",
+    }
     text = summary_text(_summary(champion=champ, tracking_uri="http://mlflow:5000"))
     assert "v4 (m7/engineered)" in text and "not moved: candidate 0.570 does not beat" in text
     assert "open http://127.0.0.1:5000/#/experiments/1/runs/abc" in text
@@ -35,5 +57,7 @@ def test_run_description_is_one_paragraph_with_dataset_protocol_best_and_champio
 
     text = run_description(_summary(preset="smoke", source="/data/esc10"))
     assert "\n" not in text and "esc10 (400 clips, from /data/esc10)" in text and "official folds" in text
-    assert "Best: ensemble:average at 90.0 +- 1.2%" in text and "best single model m7/engineered at 57.0 +- 8.0%" in text
+    assert (
+        "Best: ensemble:average at 90.0 +- 1.2%" in text and "best single model m7/engineered at 57.0 +- 8.0%" in text
+    )
     assert "No champion registered" in text

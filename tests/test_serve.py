@@ -1,4 +1,5 @@
 """Scheduling: the deployment `soundflow serve` builds, prefect.yaml, and (slow) real Prefect + MLflow servers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -64,7 +65,7 @@ def test_prefect_yaml_deployment_resolves_to_the_default_preset(capsys):
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
     resolved = flow.validate_parameters(dep["parameters"])["params"]
     assert resolved == _printed_params(capsys, ["run", "--preset", "default", "--print-params"])
-    assert "cnn2d_logmel" in resolved.models and resolved.ensemble_members == 4   # not the bare field defaults
+    assert "cnn2d_logmel" in resolved.models and resolved.ensemble_members == 4  # not the bare field defaults
 
 
 def test_a_preset_named_in_the_parameters_fills_the_fields_not_given():
@@ -73,7 +74,7 @@ def test_a_preset_named_in_the_parameters_fills_the_fields_not_given():
     p = CaseStudyParams(preset="smoke", seed=5, hyper={"rf50": {"max_depth": 3}})
     assert p.seed == 5 and p.clips_per_class_fold == SMOKE["clips_per_class_fold"] and p.models == SMOKE["models"]
     assert p.hyper == {**SMOKE["hyper"], "rf50": {"max_depth": 3}}
-    assert CaseStudyParams(**p.model_dump(mode="json")) == p          # a stored deployment re-validates to itself
+    assert CaseStudyParams(**p.model_dump(mode="json")) == p  # a stored deployment re-validates to itself
     assert CaseStudyParams() == preset("default")
 
 
@@ -111,6 +112,7 @@ def test_serve_without_a_server_explains_what_to_start():
 
 
 # ---------------------------------------------------------------- slow: real servers
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -152,24 +154,57 @@ def servers(tmp_path_factory):
     bin_dir = Path(sys.executable).parent
     p_port, m_port = _free_port(), _free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    base.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                PREFECT_UI_ENABLED="false", TF_CPP_MIN_LOG_LEVEL="2")
+    base.update(
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     procs = []
     try:
         plog = tmp / "prefect-server.log"
-        procs.append(subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                       "--port", str(p_port)], env=base, cwd=tmp, stdout=plog.open("w"),
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(p_port)],
+                env=base,
+                cwd=tmp,
+                stdout=plog.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         mlog = tmp / "mlflow-server.log"
-        procs.append(subprocess.Popen([str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(m_port),
-                                       "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                                       "--artifacts-destination", str(tmp / "mlartifacts")],
-                                      env=base, cwd=tmp, stdout=mlog.open("w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(m_port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{tmp / 'mlflow.db'}",
+                    "--artifacts-destination",
+                    str(tmp / "mlartifacts"),
+                ],
+                env=base,
+                cwd=tmp,
+                stdout=mlog.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         _wait_http(f"http://127.0.0.1:{p_port}/api/health", procs[0], plog)
         _wait_http(f"http://127.0.0.1:{m_port}/health", procs[1], mlog)
-        env = {**base, "PREFECT_API_URL": f"http://127.0.0.1:{p_port}/api",
-               "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{m_port}", "SOUNDFLOW_DATA": str(tmp / "data")}
+        env = {
+            **base,
+            "PREFECT_API_URL": f"http://127.0.0.1:{p_port}/api",
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{m_port}",
+            "SOUNDFLOW_DATA": str(tmp / "data"),
+        }
         yield {"env": env, "tmp": tmp, "prefect_api": env["PREFECT_API_URL"], "mlflow": env["MLFLOW_TRACKING_URI"]}
     finally:
         for proc in procs:
@@ -197,15 +232,15 @@ def _finished_flow_runs(api: str, **filters) -> list:
 
     async def read():
         async with PrefectClient(api) as client:  # this server, whatever the test process's own settings
-            return await client.read_flow_runs(**filters, flow_run_filter=by_state, sort=FlowRunSort.ID_DESC,
-                                               limit=50)
+            return await client.read_flow_runs(**filters, flow_run_filter=by_state, sort=FlowRunSort.ID_DESC, limit=50)
 
     return asyncio.run(read())
 
 
 def _run_cli(args: list[str], env: dict, log: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
+    )
     log.write_text(proc.stdout + "\n----- stderr -----\n" + proc.stderr)
     return proc
 
@@ -218,10 +253,14 @@ def test_case_study_against_real_prefect_and_mlflow_servers(servers):
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     env, tmp = servers["env"], servers["tmp"]
-    proc = _run_cli(["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--register-champion", "--json"], env,
-                    tmp / "run.log", 1500)
+    proc = _run_cli(
+        ["run", "--preset", "smoke", "--source", str(SHARED_ESC10), "--register-champion", "--json"],
+        env,
+        tmp / "run.log",
+        1500,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
-    result = json.loads(proc.stdout[proc.stdout.index("\n{") if not proc.stdout.startswith("{") else 0:])
+    result = json.loads(proc.stdout[proc.stdout.index("\n{") if not proc.stdout.startswith("{") else 0 :])
 
     runs = _finished_flow_runs(servers["prefect_api"], flow_filter=FlowFilter(name=FlowFilterName(any_=["case-study"])))
     assert len(runs) == 1 and runs[0].state.is_completed()
@@ -251,12 +290,31 @@ def test_serve_runs_the_schedule_and_leaves_it_active_on_shutdown(servers):
 
     env, tmp = servers["env"], servers["tmp"]
     overrides = tmp / "serve-params.json"
-    overrides.write_text(json.dumps({"source": str(SHARED_ESC10), "register_champion": False,
-                                     "experiment": "soundflow-served"}))
+    overrides.write_text(
+        json.dumps({"source": str(SHARED_ESC10), "register_champion": False, "experiment": "soundflow-served"})
+    )
     log = tmp / "serve.log"
-    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--preset", "smoke", "--cron", "* * * * *",
-                              "--name", "smoke-every-minute", "--params-file", str(overrides)], env=env, cwd=ROOT,
-                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "serve",
+            "--preset",
+            "smoke",
+            "--cron",
+            "* * * * *",
+            "--name",
+            "smoke-every-minute",
+            "--params-file",
+            str(overrides),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     by_deployment = DeploymentFilter(name=DeploymentFilterName(any_=["smoke-every-minute"]))
     try:
         deadline = time.monotonic() + 1200
@@ -304,7 +362,7 @@ def test_prefect_deploy_of_prefect_yaml_resolves_to_the_default_preset(servers):
     dep = asyncio.run(deployment())
     assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
     flow = load_flow_from_entrypoint(str(ROOT / "flows/case_study.py:case_study"))
-    resolved = flow.validate_parameters(dep.parameters)["params"]   # as the flow run will see them
+    resolved = flow.validate_parameters(dep.parameters)["params"]  # as the flow run will see them
     printed = _run_cli(["run", "--preset", "default", "--print-params"], env, tmp / "print.log", 120)
     expected = CaseStudyParams.model_validate_json(printed.stdout)
     assert expected == preset("default")
@@ -317,9 +375,18 @@ def test_prefect_deploy_of_prefect_yaml_resolves_to_the_default_preset(servers):
     custom = {"params": {"preset": "smoke", "source": str(SHARED_ESC10), "experiment": "soundflow-deployed"}}
     with temporary_api(servers["prefect_api"]):
         flow_run = run_deployment("case-study/case-study-nightly", parameters=custom, timeout=0)
-    venv_path = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}  # the worker runs `python`
-    worker = subprocess.run([prefect_bin, "worker", "start", "--pool", "soundflow", "--run-once"], env=venv_path, cwd=ROOT,
-                            capture_output=True, text=True, timeout=1500)
+    venv_path = {
+        **env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    }  # the worker runs `python`
+    worker = subprocess.run(
+        [prefect_bin, "worker", "start", "--pool", "soundflow", "--run-once"],
+        env=venv_path,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     (tmp / "worker.log").write_text(worker.stdout + worker.stderr)
 
     async def read_run():

@@ -1,5 +1,6 @@
 """Sources: zip archives (extracted once, zip-slip refused) and downloads (resumed, verified), on real files
 and a local HTTP server."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,7 @@ from tasks.errors import DatasetError, DownloadError
 from tests.test_ingest import SR, _make_esc50, _zip_tree
 
 # ---------------------------------------------------------------- zip sources
+
 
 def test_zip_source_extracted_once(tmp_path):
     tree = _make_esc50(tmp_path / "tree")
@@ -75,6 +77,7 @@ def test_not_a_source(tmp_path):
 
 
 # ---------------------------------------------------------------- downloads from a local server
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves server.files; honours 'Range: bytes=N-' unless server.ignore_range; can cut bodies short."""
@@ -155,8 +158,9 @@ def test_download_resumes_partial_file(tmp_path, server):
     server.files["/big.bin"] = blob
     dest = tmp_path / "big.bin"
     Path(str(dest) + ".part").write_bytes(blob[:123_456])
-    out = download(server.url + "/big.bin", dest, expected_size=len(blob),
-                   expected_sha256=hashlib.sha256(blob).hexdigest())
+    out = download(
+        server.url + "/big.bin", dest, expected_size=len(blob), expected_sha256=hashlib.sha256(blob).hexdigest()
+    )
     assert out == dest and dest.read_bytes() == blob and not Path(str(dest) + ".part").exists()
     assert server.requests == [("/big.bin", "bytes=123456-")]
 

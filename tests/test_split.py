@@ -11,9 +11,16 @@ def _manifest(n_classes=4, per_class=20, folds=5, seed=0):
     rows = []
     for c in range(n_classes):
         for i in range(per_class):
-            src = f"{c}{i // 2}"              # two takes per source
-            rows.append({"class_id": c, "label": f"c{c}", "group": src, "fold": 1 + (i // 2) % folds,
-                         "recording_id": f"{c}-{i}"})
+            src = f"{c}{i // 2}"  # two takes per source
+            rows.append(
+                {
+                    "class_id": c,
+                    "label": f"c{c}",
+                    "group": src,
+                    "fold": 1 + (i // 2) % folds,
+                    "recording_id": f"{c}-{i}",
+                }
+            )
     return pd.DataFrame(rows).sample(frac=1, random_state=int(rng.integers(1000))).reset_index(drop=True)
 
 
@@ -37,9 +44,9 @@ def test_kfold_covers_every_clip_once():
 
 def test_book_holdout_holds_out_about_8_per_class():
     m = _manifest(per_class=40)
-    (tr, te), = make_splits(m, scheme="book_holdout", seed=3)
+    ((tr, te),) = make_splits(m, scheme="book_holdout", seed=3)
     counts = m.iloc[te]["class_id"].value_counts()
-    assert counts.min() >= 8 and counts.max() <= 9          # whole sources of two takes: 8
+    assert counts.min() >= 8 and counts.max() <= 9  # whole sources of two takes: 8
     again = make_splits(m, scheme="book_holdout", seed=3)[0][1]
     assert np.array_equal(te, again)
 
@@ -50,7 +57,9 @@ def test_official_needs_folds_and_auto_falls_back_to_group_kfold():
     with pytest.raises(DatasetError, match="has none; use split='auto' or 'group_kfold'"):
         make_splits(m, scheme="official")
     auto = make_splits(m, scheme="auto", k=4, seed=2)
-    assert [te.tolist() for _, te in auto] == [te.tolist() for _, te in make_splits(m, scheme="group_kfold", k=4, seed=2)]
+    assert [te.tolist() for _, te in auto] == [
+        te.tolist() for _, te in make_splits(m, scheme="group_kfold", k=4, seed=2)
+    ]
     with pytest.raises(DatasetError, match="needs at least 50 groups"):
         make_splits(m, scheme="group_kfold", k=50)
 
@@ -65,9 +74,13 @@ def test_official_folds_on_real_esc10(esc10_dir):
     from tasks.data.layouts.esc10 import FOLDERS
 
     files = sorted(esc10_dir.glob("*/*.ogg"))
-    m = pd.DataFrame({"class_id": [list(FOLDERS).index(f.parent.name.split(" - ")[1]) for f in files],
-                      "group": [f.name.split("-")[1] for f in files],
-                      "fold": [int(f.name[0]) for f in files]})
+    m = pd.DataFrame(
+        {
+            "class_id": [list(FOLDERS).index(f.parent.name.split(" - ")[1]) for f in files],
+            "group": [f.name.split("-")[1] for f in files],
+            "fold": [int(f.name[0]) for f in files],
+        }
+    )
     splits = make_splits(m, scheme="official")
     assert len(splits) == 5 and all(len(te) == 80 for _, te in splits)
 

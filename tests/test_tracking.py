@@ -61,4 +61,8 @@ def test_keras_model_logged_in_keras_flavor_reloads_identically(rng):
     reloaded = mlflow.keras.load_model(f"runs:/{rid}/model_fold0")
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
     info = mlflow.models.get_model_info(f"runs:/{rid}/model_fold0")
-    assert info.signature is not None and tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 882, 1)
+    assert info.signature is not None and tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (
+        -1,
+        882,
+        1,
+    )

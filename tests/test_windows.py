@@ -12,16 +12,19 @@ from tasks.errors import DatasetError
 from tasks.evaluation.metrics import cv_summary
 
 
-@pytest.mark.parametrize("n, window, hop, expected", [
-    (50, 100, 100, [0]),                  # short: one zero-padded window
-    (140, 100, 100, [0]),                 # barely longer (within half a hop): one trimmed window
-    (151, 100, 100, [0, 51]),             # longer: a second window aligned to the end
-    (300, 100, 100, [0, 100, 200]),       # exact fit
-    (330, 100, 50, [0, 50, 100, 150, 200, 230]),
-    (125, 100, 50, [0]),                  # the served model's half-window hop: up to a quarter window more is one
-    (130, 100, 50, [0, 30]),
-    (250, 100, 50, [0, 50, 100, 150]),
-])
+@pytest.mark.parametrize(
+    "n, window, hop, expected",
+    [
+        (50, 100, 100, [0]),  # short: one zero-padded window
+        (140, 100, 100, [0]),  # barely longer (within half a hop): one trimmed window
+        (151, 100, 100, [0, 51]),  # longer: a second window aligned to the end
+        (300, 100, 100, [0, 100, 200]),  # exact fit
+        (330, 100, 50, [0, 50, 100, 150, 200, 230]),
+        (125, 100, 50, [0]),  # the served model's half-window hop: up to a quarter window more is one
+        (130, 100, 50, [0, 30]),
+        (250, 100, 50, [0, 50, 100, 150]),
+    ],
+)
 def test_window_starts(n, window, hop, expected):
     assert window_starts(n, window=window, hop=hop) == expected
 
@@ -40,8 +43,8 @@ def test_silence_does_not_outvote_the_sound():
     rng = np.random.default_rng(0)
     windows = 1e-4 * rng.standard_normal((9, 1000)).astype(np.float32)
     windows[4] += 0.3 * np.sin(np.arange(1000) / 3).astype(np.float32)
-    proba = np.tile([0.7, 0.3], (9, 1))     # silence looks like 'dog' to the model
-    proba[4] = [0.05, 0.95]                  # the call: 'rooster'
+    proba = np.tile([0.7, 0.3], (9, 1))  # silence looks like 'dog' to the model
+    proba[4] = [0.05, 0.95]  # the call: 'rooster'
     owner = np.zeros(9)
     _, plain = pool(proba, owner)
     _, voted = pool(proba, owner, vote_weights(loudness_db(windows), owner))
@@ -52,33 +55,48 @@ def test_per_recording_accuracy_has_a_known_answer():
     # recording r0: 3 windows, 2 right; r1: 2 windows, 1 right but the wrong one is near-silent; r2: 1 wrong
     y = np.array([0, 0, 0, 1, 1, 1])
     owner = np.array(["r0", "r0", "r0", "r1", "r1", "r2"])
-    proba = np.array([[.9, .1], [.8, .2], [.2, .8], [.3, .7], [.9, .1], [.6, .4]])
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.3, 0.7], [0.9, 0.1], [0.6, 0.4]])
     level = np.array([-10, -12, -11, -10, -60, -10.0])
     splits = [(np.array([3, 4, 5]), np.array([0, 1, 2])), (np.array([0, 1, 2]), np.array([3, 4, 5]))]
     s = cv_summary(y, proba, splits, ["a", "b"], owner=owner, weights=vote_weights(level, owner))
-    assert s["fold_accuracy"] == [1.0, 0.5]           # r0 right; r1 right (silent window ignored), r2 wrong
+    assert s["fold_accuracy"] == [1.0, 0.5]  # r0 right; r1 right (silent window ignored), r2 wrong
     assert s["segment_accuracy_mean"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     assert s["n_recordings_tested"] == 3 and s["confusion"].sum() == 3
 
 
 def _frame(**over) -> pd.DataFrame:
-    rows = {"recording_id": ["a.wav", "a.wav", "b.wav"], "path": ["/d/a.wav", "/d/a.wav", "/d/b.wav"],
-            "filename": ["a.wav", "a.wav", "b.wav"], "start_s": [0.0, 5.0, 0.0], "duration_s": [5.0, 5.0, 5.0],
-            "label": ["x", "x", "y"], "class_id": [0, 0, 1], "source_class_id": ["", "", ""], "fold": [1, 1, 2],
-            "group": ["g1", "g1", "g2"], "content_hash": ["h1", "h1", "h2"], "sample_rate": [8000] * 3,
-            "channels": [1] * 3, "recording_duration_s": [10.0, 10.0, 5.0], "loudness_db": [-20.0] * 3}
+    rows = {
+        "recording_id": ["a.wav", "a.wav", "b.wav"],
+        "path": ["/d/a.wav", "/d/a.wav", "/d/b.wav"],
+        "filename": ["a.wav", "a.wav", "b.wav"],
+        "start_s": [0.0, 5.0, 0.0],
+        "duration_s": [5.0, 5.0, 5.0],
+        "label": ["x", "x", "y"],
+        "class_id": [0, 0, 1],
+        "source_class_id": ["", "", ""],
+        "fold": [1, 1, 2],
+        "group": ["g1", "g1", "g2"],
+        "content_hash": ["h1", "h1", "h2"],
+        "sample_rate": [8000] * 3,
+        "channels": [1] * 3,
+        "recording_duration_s": [10.0, 10.0, 5.0],
+        "loudness_db": [-20.0] * 3,
+    }
     rows.update(over)
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"class_id": [0, 0, 2]}, r"class ids must be 0\.\.1"),
-    ({"label": ["x", "x", ""]}, r"row 2 \(/d/b.wav\): empty 'label'"),
-    ({"group": ["g1", "g9", "g2"]}, r"recording 'a.wav' has more than one group"),
-    ({"fold": [1, 1, None]}, r"row 2 \(/d/b.wav\): fold missing"),
-    ({"duration_s": [5.0, 0.0, 5.0]}, r"row 1 \(/d/a.wav\): duration_s must be > 0"),
-    ({"label": ["x", "x", "x"]}, r"class ids and labels must map one to one"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"class_id": [0, 0, 2]}, r"class ids must be 0\.\.1"),
+        ({"label": ["x", "x", ""]}, r"row 2 \(/d/b.wav\): empty 'label'"),
+        ({"group": ["g1", "g9", "g2"]}, r"recording 'a.wav' has more than one group"),
+        ({"fold": [1, 1, None]}, r"row 2 \(/d/b.wav\): fold missing"),
+        ({"duration_s": [5.0, 0.0, 5.0]}, r"row 1 \(/d/a.wav\): duration_s must be > 0"),
+        ({"label": ["x", "x", "x"]}, r"class ids and labels must map one to one"),
+    ],
+)
 def test_manifest_validation_names_row_and_file(change, message):
     validate(_frame())
     with pytest.raises(DatasetError, match=message):

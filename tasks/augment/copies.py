@@ -1,4 +1,5 @@
 """Augmented copies of every clip (the book's step 2): parallel, resumable per clip, cached by content."""
+
 from __future__ import annotations
 
 import contextlib
@@ -34,9 +35,19 @@ from tasks.logs import run_logger
 _CACHE_VERSION = 1
 
 
-def augment_clips(clips: np.ndarray, sr: int, *, params: AugmentParams, seed: int, clip_keys: Sequence[int],
-                  out_path: Path, n_jobs: int = 2, chunk_size: int = 4, min_copies_per_worker: int = 500,
-                  on_clip: Callable[[int], None] | None = None) -> Path:
+def augment_clips(
+    clips: np.ndarray,
+    sr: int,
+    *,
+    params: AugmentParams,
+    seed: int,
+    clip_keys: Sequence[int],
+    out_path: Path,
+    n_jobs: int = 2,
+    chunk_size: int = 4,
+    min_copies_per_worker: int = 500,
+    on_clip: Callable[[int], None] | None = None,
+) -> Path:
     """Write (n, n_copies, L) float32 augmented copies to out_path; resumable per clip, identical for any n_jobs."""
     # Rows go straight into a hidden partial .npy beside out_path, one done-marker per clip in a work dir; a
     # restart redoes only unmarked clips, and the finished file is published by one rename (no 3 GB copy).
@@ -58,8 +69,15 @@ def augment_clips(clips: np.ndarray, sr: int, *, params: AugmentParams, seed: in
     done, every = n - len(todo), max(1, n // 10)
     # A spawned worker costs ~1 s of CPU to start (~200 copies' worth): small jobs stay in this process.
     workers = min(n_jobs - 1, len(todo) * params.n_copies // max(1, min_copies_per_worker))
-    log.info("augment: %d clips x %d copies at %d Hz, %d to do (%d reused), %d worker processes + this one",
-             n, params.n_copies, sr, len(todo), n - len(todo), max(0, workers))
+    log.info(
+        "augment: %d clips x %d copies at %d Hz, %d to do (%d reused), %d worker processes + this one",
+        n,
+        params.n_copies,
+        sr,
+        len(todo),
+        n - len(todo),
+        max(0, workers),
+    )
     run = _run_rows(clips, todo, keys, partial, markers, sr, params, seed, workers, chunk_size)
     with contextlib.closing(run):
         for i in run:
@@ -86,13 +104,31 @@ def _open_partial(partial: Path, shape: tuple[int, int, int]) -> None:
     del grid
 
 
-def _run_rows(clips: np.ndarray, todo: list[int], keys: list[int], partial: Path, markers: list[Path], sr: int,
-              params: AugmentParams, seed: int, workers: int, chunk_size: int) -> Iterator[int]:
+def _run_rows(
+    clips: np.ndarray,
+    todo: list[int],
+    keys: list[int],
+    partial: Path,
+    markers: list[Path],
+    sr: int,
+    params: AugmentParams,
+    seed: int,
+    workers: int,
+    chunk_size: int,
+) -> Iterator[int]:
     """Augment the clips in `todo` into their rows; yield each index once its row is written and marked."""
 
     def job(chunk: list[int]) -> tuple:
-        return (np.ascontiguousarray(clips[chunk]), chunk, [keys[i] for i in chunk], partial,
-                [markers[i] for i in chunk], sr, params, seed)
+        return (
+            np.ascontiguousarray(clips[chunk]),
+            chunk,
+            [keys[i] for i in chunk],
+            partial,
+            [markers[i] for i in chunk],
+            sr,
+            params,
+            seed,
+        )
 
     queue = deque(todo)
     if workers < 1:
@@ -102,8 +138,9 @@ def _run_rows(clips: np.ndarray, todo: list[int], keys: list[int], partial: Path
     # Workers take chunks from the front; this process takes single clips from the back meanwhile, so the time
     # a worker needs to start (importing tasks.augment.ops and, as spawn does, the __main__ script) is not lost.
     # spawn, because fork is unsafe under Prefect's threads.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=keep_freed_memory)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=keep_freed_memory
+    )
     try:
         pending: set[Future] = set()
         while queue or pending:
@@ -123,8 +160,16 @@ def _run_rows(clips: np.ndarray, todo: list[int], keys: list[int], partial: Path
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def augment_file(clips_path: str | Path, sr: int, params: AugmentParams, seed: int, clip_keys: Sequence[int],
-                 out_dir: str | Path, *, n_jobs: int = 2) -> Path:
+def augment_file(
+    clips_path: str | Path,
+    sr: int,
+    params: AugmentParams,
+    seed: int,
+    clip_keys: Sequence[int],
+    out_dir: str | Path,
+    *,
+    n_jobs: int = 2,
+) -> Path:
     """Augment a clips .npy into out_dir/augmented-<digest>.npy, reusing it (or its finished rows) if present."""
     clips_path = Path(clips_path)
     keys = [int(k) for k in clip_keys]
@@ -134,8 +179,6 @@ def augment_file(clips_path: str | Path, sr: int, params: AugmentParams, seed: i
         return out_path
     clips = np.load(clips_path, mmap_mode="r")
     return augment_clips(clips, sr, params=params, seed=seed, clip_keys=keys, out_path=out_path, n_jobs=n_jobs)
-
-
 
 
 def manifest_clip_keys(manifest_path: str | Path) -> list[int]:
@@ -148,8 +191,18 @@ def manifest_clip_keys(manifest_path: str | Path) -> list[int]:
 
 
 @task(cache_policy=NO_CACHE)
-def augment_task(clips_path: str, manifest_path: str, sr: int, params: dict, seed: int, data_dir: str,
-                 n_jobs: int = 2) -> str:
+def augment_task(
+    clips_path: str, manifest_path: str, sr: int, params: dict, seed: int, data_dir: str, n_jobs: int = 2
+) -> str:
     """Augment the manifest's clips under data_dir/interim (keys from the manifest's sha256) and return the path."""
-    return str(augment_file(clips_path, sr, AugmentParams(**params), seed, manifest_clip_keys(manifest_path),
-                            Path(data_dir) / "interim", n_jobs=n_jobs))
+    return str(
+        augment_file(
+            clips_path,
+            sr,
+            AugmentParams(**params),
+            seed,
+            manifest_clip_keys(manifest_path),
+            Path(data_dir) / "interim",
+            n_jobs=n_jobs,
+        )
+    )

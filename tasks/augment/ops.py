@@ -2,6 +2,7 @@
 
 No Prefect import here, so augment_clips' worker processes start in well under a second.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -171,19 +172,19 @@ def _istft(spec: np.ndarray, n_fft: int, hop: int, length: int) -> np.ndarray:
     parts = frames.reshape(n_frames, k, hop)
     out = np.zeros((n_frames + k - 1, hop), np.float32)  # hop-sized blocks; frame f covers blocks f..f+k-1
     for j in range(k):
-        out[j:j + n_frames] += parts[:, j]
+        out[j : j + n_frames] += parts[:, j]
     if n_frames >= k:
         head, full, tail = _window_square_sums(n_fft, hop)
-        out[:k - 1] /= head
-        out[k - 1:n_frames] /= full
+        out[: k - 1] /= head
+        out[k - 1 : n_frames] /= full
         out[n_frames:] /= tail
     else:  # shorter than one window: sum the window squares block by block
         norm = np.zeros_like(out)
         win_sq = (_hann(n_fft) ** 2).reshape(k, hop)
         for j in range(k):
-            norm[j:j + n_frames] += win_sq[j]
+            norm[j : j + n_frames] += win_sq[j]
         out /= np.where(norm > 1e-8, norm, 1)
-    return _fix_length(out.reshape(-1)[n_fft // 2:], length)
+    return _fix_length(out.reshape(-1)[n_fft // 2 :], length)
 
 
 @functools.lru_cache(maxsize=8)
@@ -222,8 +223,16 @@ def keep_freed_memory() -> None:
     libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GB of freed heap for reuse
 
 
-def write_rows(clips: np.ndarray, indices: list[int], keys: list[int], partial: Path, markers: list[Path],
-               sr: int, params: AugmentParams, seed: int) -> list[int]:
+def write_rows(
+    clips: np.ndarray,
+    indices: list[int],
+    keys: list[int],
+    partial: Path,
+    markers: list[Path],
+    sr: int,
+    params: AugmentParams,
+    seed: int,
+) -> list[int]:
     """Worker: augment a few clips into their rows of the partial .npy, then mark each row done."""
     with open(partial, "r+b") as fh:
         major, _ = np.lib.format.read_magic(fh)

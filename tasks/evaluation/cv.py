@@ -1,4 +1,5 @@
 """The k-fold engine shared by every model family: fit on training folds, score the held-out fold."""
+
 from __future__ import annotations
 
 import inspect
@@ -35,12 +36,13 @@ def _align(p: np.ndarray, classes, n_classes: int) -> np.ndarray:
     return out
 
 
-def training_set(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray,
-                 X_aug: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def training_set(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, X_aug: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training rows: the fold's originals plus, if given, their augmented copies (and only theirs)."""
     if X_aug is None:
         return X[train], y[train], groups[train]
-    copies = X_aug[train]                       # (n_train, n_copies, ...)
+    copies = X_aug[train]  # (n_train, n_copies, ...)
     n_copies = copies.shape[1]
     Xt = np.concatenate([X[train], copies.reshape((-1,) + X.shape[1:])])
     yt = np.concatenate([y[train], np.repeat(y[train], n_copies)])
@@ -48,9 +50,18 @@ def training_set(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.nda
     return Xt, yt, gt
 
 
-def fit_and_score(make_estimator: Callable[[], object], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                  train: np.ndarray, test: np.ndarray, *, n_classes: int, X_aug: np.ndarray | None = None,
-                  score_aug_test: bool = False) -> dict:
+def fit_and_score(
+    make_estimator: Callable[[], object],
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    n_classes: int,
+    X_aug: np.ndarray | None = None,
+    score_aug_test: bool = False,
+) -> dict:
     """One fold: fit on the training rows (+ their copies), score the test rows (+ their copies if asked).
 
     Returns the estimator, test probabilities (len(test), C), aug_proba (len(test), n_copies, C) or None,
@@ -73,9 +84,18 @@ def fit_and_score(make_estimator: Callable[[], object], X: np.ndarray, y: np.nda
     return {"estimator": est, "proba": proba, "aug_proba": aug, "fit_seconds": fit_s, "predict_seconds": pred_s}
 
 
-def cross_validate(make_estimator: Callable[[], object], X: np.ndarray, y: np.ndarray, splits, *,
-                   groups: np.ndarray, n_classes: int, X_aug: np.ndarray | None = None,
-                   score_aug_test: bool = False, on_fold: Callable[[int, dict], None] | None = None) -> dict:
+def cross_validate(
+    make_estimator: Callable[[], object],
+    X: np.ndarray,
+    y: np.ndarray,
+    splits,
+    *,
+    groups: np.ndarray,
+    n_classes: int,
+    X_aug: np.ndarray | None = None,
+    score_aug_test: bool = False,
+    on_fold: Callable[[int, dict], None] | None = None,
+) -> dict:
     """Out-of-fold probabilities and timings, one fold after another (benchmarks, tests; the flow runs
     fit_and_score per fold in parallel). Test folds are always the original clips; with score_aug_test (the
     book's protocol) the augmented copies of test clips are scored too, as `aug_proba` (n, n_copies, C)."""
@@ -85,8 +105,9 @@ def cross_validate(make_estimator: Callable[[], object], X: np.ndarray, y: np.nd
         aug_proba = np.full(X_aug.shape[:2] + (n_classes,), np.nan)
     fit_s, pred_s = [], []
     for k, (train, test) in enumerate(splits):
-        res = fit_and_score(make_estimator, X, y, groups, train, test, n_classes=n_classes, X_aug=X_aug,
-                            score_aug_test=score_aug_test)
+        res = fit_and_score(
+            make_estimator, X, y, groups, train, test, n_classes=n_classes, X_aug=X_aug, score_aug_test=score_aug_test
+        )
         proba[test] = res["proba"]
         if aug_proba is not None:
             aug_proba[test] = res["aug_proba"]

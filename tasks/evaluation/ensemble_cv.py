@@ -1,4 +1,5 @@
 """Ensembles inside the case study: members and weights chosen per fold from the other folds only."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,13 @@ from tasks.tracking import runs as tracking
 FIXED = {"average": average, "maximum": maximum, "vote": vote}
 
 
-def select_members(acc: dict[str, float], family: dict[str, str], n: int,
-                   loss: dict[str, float] | None = None, view: dict[str, str] | None = None) -> list[str]:
+def select_members(
+    acc: dict[str, float],
+    family: dict[str, str],
+    n: int,
+    loss: dict[str, float] | None = None,
+    view: dict[str, str] | None = None,
+) -> list[str]:
     """n configurations: the best of each input representation (`view`) first, then the best of each model
     family, then the next best overall; within each stage by accuracy.
 
@@ -58,9 +64,19 @@ def combine(combiner: str, P_train, y_train, P_test, *, method: str, seed: int) 
     return fitted.predict_proba(P_test), fitted.weights_
 
 
-def fold_safe_ensemble(probas: dict[str, np.ndarray], family: dict[str, str], y: np.ndarray, splits, *,
-                       combiner: str, n_members: int, method: str, seed: int, fixed_members: list[str] | None = None,
-                       view: dict[str, str] | None = None) -> dict:
+def fold_safe_ensemble(
+    probas: dict[str, np.ndarray],
+    family: dict[str, str],
+    y: np.ndarray,
+    splits,
+    *,
+    combiner: str,
+    n_members: int,
+    method: str,
+    seed: int,
+    fixed_members: list[str] | None = None,
+    view: dict[str, str] | None = None,
+) -> dict:
     """Out-of-fold ensemble probabilities; for fold k, members and weights come from folds != k only."""
     if combiner not in COMBINERS:
         raise EnsembleError(f"unknown ensemble combiner {combiner!r}; choose one of {', '.join(COMBINERS)}")
@@ -68,11 +84,14 @@ def fold_safe_ensemble(probas: dict[str, np.ndarray], family: dict[str, str], y:
     out = np.full((len(y), n_classes), np.nan)
     per_fold = []
     for train, test in splits:
-        train = train[~np.isnan(next(iter(probas.values()))[train, 0])]   # hold-out splits: no OOF rows to fit on
+        train = train[~np.isnan(next(iter(probas.values()))[train, 0])]  # hold-out splits: no OOF rows to fit on
         if fixed_members:
             members = fixed_members
         else:
-            acc = {name: float(np.mean(p[train].argmax(1) == y[train])) if len(train) else 0.0 for name, p in probas.items()}
+            acc = {
+                name: float(np.mean(p[train].argmax(1) == y[train])) if len(train) else 0.0
+                for name, p in probas.items()
+            }
             loss = {name: _log_loss(p[train], y[train]) for name, p in probas.items()}
             members = select_members(acc, family, n_members, loss, view)
         P = np.stack([probas[m] for m in members])
@@ -83,8 +102,15 @@ def fold_safe_ensemble(probas: dict[str, np.ndarray], family: dict[str, str], y:
     return {"proba": out, "per_fold": per_fold}
 
 
-def final_members(probas: dict[str, np.ndarray], family: dict[str, str], y: np.ndarray, *, n_members: int,
-                  view: dict[str, str] | None = None, fixed_members: list[str] | None = None) -> list[str]:
+def final_members(
+    probas: dict[str, np.ndarray],
+    family: dict[str, str],
+    y: np.ndarray,
+    *,
+    n_members: int,
+    view: dict[str, str] | None = None,
+    fixed_members: list[str] | None = None,
+) -> list[str]:
     """The members a deployed ensemble uses: select_members on every fold's out-of-fold predictions at once.
 
     In CV each fold chose its members from the other folds, so they can differ per fold; the refitted
@@ -92,14 +118,27 @@ def final_members(probas: dict[str, np.ndarray], family: dict[str, str], y: np.n
     if fixed_members:
         return list(fixed_members)
     scored = ~np.isnan(np.stack(list(probas.values()))[..., 0]).any(axis=0)
-    acc = {name: float(np.mean(p[scored].argmax(1) == y[scored])) if scored.any() else 0.0 for name, p in probas.items()}
+    acc = {
+        name: float(np.mean(p[scored].argmax(1) == y[scored])) if scored.any() else 0.0 for name, p in probas.items()
+    }
     loss = {name: _log_loss(p[scored], y[scored]) for name, p in probas.items()}
     return select_members(acc, family, n_members, loss, view)
 
 
 @task(cache_policy=NO_CACHE)
-def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, combiners: list[str], *, n_members: int,
-                  method: str, seed: int, experiment_id: str, parent_id: str, results_dir: str) -> list[dict]:
+def ensemble_task(
+    results: list[dict],
+    manifest_path: str,
+    splits_path: str,
+    combiners: list[str],
+    *,
+    n_members: int,
+    method: str,
+    seed: int,
+    experiment_id: str,
+    parent_id: str,
+    results_dir: str,
+) -> list[dict]:
     """Mixed-family ensembles (and per-model ensembles of repeated trainings), each a nested MLflow run."""
     log = get_run_logger()
     manifest = read_manifest(manifest_path)
@@ -119,36 +158,77 @@ def ensemble_task(results: list[dict], manifest_path: str, splits_path: str, com
     for group, fixed in groups.items():
         for combiner in combiners:
             name = f"{group}:{combiner}"
-            params = {"model": name, "features": "probabilities", "combiner": combiner, "seed": seed,
-                      "optimizer": method if combiner == "weighted" else "none", "n_members": n_members}
-            with tracking.run(experiment_id, name=name, params=params, parent_id=parent_id,
-                              tags={"soundflow.kind": "ensemble"}) as run_id:
-                res = fold_safe_ensemble(probas, family, y, splits, combiner=combiner, n_members=n_members,
-                                         method=method, seed=seed, fixed_members=fixed, view=view)
+            params = {
+                "model": name,
+                "features": "probabilities",
+                "combiner": combiner,
+                "seed": seed,
+                "optimizer": method if combiner == "weighted" else "none",
+                "n_members": n_members,
+            }
+            with tracking.run(
+                experiment_id, name=name, params=params, parent_id=parent_id, tags={"soundflow.kind": "ensemble"}
+            ) as run_id:
+                res = fold_safe_ensemble(
+                    probas,
+                    family,
+                    y,
+                    splits,
+                    combiner=combiner,
+                    n_members=n_members,
+                    method=method,
+                    seed=seed,
+                    fixed_members=fixed,
+                    view=view,
+                )
                 summary = cv_summary(y, res["proba"], splits, names, owner=owner, weights=weights)
                 metrics = scalar_metrics(summary)
                 if combiner == "weighted" and fixed:
                     P = np.stack([probas[m] for m in fixed])
                     tested = ~np.isnan(P[0, :, 0])
                     w, score, _ = optimistic_weights(P[:, tested], y[tested], method=method, seed=seed, n_iter=100)
-                    metrics["optimistic_accuracy"] = score   # the book's variant: tuned on the scored clips
+                    metrics["optimistic_accuracy"] = score  # the book's variant: tuned on the scored clips
                 tracking.log_metrics(run_id, metrics)
                 tracking.log_series(run_id, "fold_accuracy", summary["fold_accuracy"])
-                tracking.log_text(run_id, pd.DataFrame(res["per_fold"]).to_json(orient="records", indent=1), "members.json")
+                tracking.log_text(
+                    run_id, pd.DataFrame(res["per_fold"]).to_json(orient="records", indent=1), "members.json"
+                )
                 members = sorted({m for f in res["per_fold"] for m in f["members"]})
                 final = final_members(probas, family, y, n_members=n_members, view=view, fixed_members=fixed)
                 tracking.log_params(run_id, {"members": members, "final_members": final})
                 for key, value in license_tags(view[m] for m in {*members, *final}).items():
                     tracking.client().set_tag(run_id, key, value)
-                tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=name), "confusion_matrix.png")
+                tracking.log_figure(
+                    run_id, confusion_figure(summary["confusion"], names, title=name), "confusion_matrix.png"
+                )
                 tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
                 tracking.log_text(run_id, summary["report"], "classification_report.txt")
             path = str(save_npy(Path(results_dir) / f"ensemble-{group}-{combiner}-{parent_id[:8]}.npy", res["proba"]))
-            log.info("%s: %.1f%% +- %.1f (members %s)", name, 100 * summary["cv_accuracy_mean"],
-                     100 * summary["cv_accuracy_sem"], ", ".join(members))
-            out.append({"name": name, "model": name, "features": "probabilities", "augmented": False, "family": "ensemble",
-                        "run_id": run_id, "proba": path, "cv_accuracy_mean": summary["cv_accuracy_mean"],
-                        "cv_accuracy_sem": summary["cv_accuracy_sem"], "macro_f1_mean": summary["macro_f1_mean"],
-                        "fit_seconds": 0.0, "members": members, "combiner": combiner, "optimizer": method,
-                        "seed": seed, "final_members": [by_name[m] for m in final]})
+            log.info(
+                "%s: %.1f%% +- %.1f (members %s)",
+                name,
+                100 * summary["cv_accuracy_mean"],
+                100 * summary["cv_accuracy_sem"],
+                ", ".join(members),
+            )
+            out.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "features": "probabilities",
+                    "augmented": False,
+                    "family": "ensemble",
+                    "run_id": run_id,
+                    "proba": path,
+                    "cv_accuracy_mean": summary["cv_accuracy_mean"],
+                    "cv_accuracy_sem": summary["cv_accuracy_sem"],
+                    "macro_f1_mean": summary["macro_f1_mean"],
+                    "fit_seconds": 0.0,
+                    "members": members,
+                    "combiner": combiner,
+                    "optimizer": method,
+                    "seed": seed,
+                    "final_members": [by_name[m] for m in final],
+                }
+            )
     return out

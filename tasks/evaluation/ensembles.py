@@ -2,6 +2,7 @@
 
 P is always a stack of shape (m models, n clips, C classes); every combiner returns (n, C).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,9 @@ def _check(P, y=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate a probability stack (and labels) early, with messages that say how to fix them."""
     P = np.asarray(P, dtype=np.float64)
     if P.ndim != 3 or 0 in P.shape:
-        raise EnsembleError(f"P must have shape (models, clips, classes), got {P.shape}; "
-                            "stack per-model (n, C) arrays with np.stack")
+        raise EnsembleError(
+            f"P must have shape (models, clips, classes), got {P.shape}; stack per-model (n, C) arrays with np.stack"
+        )
     if not np.all(np.isfinite(P)) or np.any(P < 0):
         raise EnsembleError("P holds negative or non-finite values; pass softmax probabilities")
     if y is None:
@@ -99,8 +101,9 @@ class Stacker:
         """(n, C) probabilities; classes absent from the training labels get probability 0."""
         P = _check(P)[0]
         if P.shape[0] != self.n_models_ or P.shape[2] != self.n_classes_:
-            raise EnsembleError(f"Stacker was fitted on {self.n_models_} models x {self.n_classes_} "
-                                f"classes, got P of shape {P.shape}")
+            raise EnsembleError(
+                f"Stacker was fitted on {self.n_models_} models x {self.n_classes_} classes, got P of shape {P.shape}"
+            )
         out = np.zeros((P.shape[1], self.n_classes_))
         out[:, self.classes_] = self.model_.predict_proba(self._features(P))
         return out
@@ -127,8 +130,9 @@ def _drop_tie_break(score: float, n: int) -> float:
     return float(np.floor(score * n + 1e-9) / n)
 
 
-def search_weights(P, y, *, method: str, n_particles: int = 20, n_iter: int = 200, seed: int,
-                   objective: str = "accuracy") -> tuple[np.ndarray, float, list[float]]:
+def search_weights(
+    P, y, *, method: str, n_particles: int = 20, n_iter: int = 200, seed: int, objective: str = "accuracy"
+) -> tuple[np.ndarray, float, list[float]]:
     """Search ensemble weights on (P, y); returns (weights (m,) summing to 1, best score, best score per iteration).
 
     The score is accuracy (ties broken by log-loss) or, with objective="log_loss", negative log-loss.
@@ -145,8 +149,9 @@ def search_weights(P, y, *, method: str, n_particles: int = 20, n_iter: int = 20
         best = float(fitness(x[None].copy())[0])
         history = [best]
     else:
-        x, best, history = maximize(fitness, P.shape[0], method=method, n_particles=n_particles,
-                                    n_iter=n_iter, seed=seed)
+        x, best, history = maximize(
+            fitness, P.shape[0], method=method, n_particles=n_particles, n_iter=n_iter, seed=seed
+        )
     if objective == "accuracy":  # report plain accuracy: the tie-break is worth less than one clip
         best, history = _drop_tie_break(best, len(y)), [_drop_tie_break(h, len(y)) for h in history]
     w = np.full(P.shape[0], 1.0 / P.shape[0]) if x.sum() <= 0 else x / x.sum()

@@ -1,4 +1,5 @@
 """Cross-validation metrics with the same names for every model family."""
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,9 @@ def sem(values) -> float:
     return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def by_recording(y: np.ndarray, proba: np.ndarray, splits, owner: np.ndarray | None,
-                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+def by_recording(
+    y: np.ndarray, proba: np.ndarray, splits, owner: np.ndarray | None, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, list]:
     """Segment results pooled per recording: (labels, probabilities, splits over recordings).
 
     A recording's segments share its fold (a split never cuts a group), so each test fold maps to whole recordings."""
@@ -28,7 +30,7 @@ def by_recording(y: np.ndarray, proba: np.ndarray, splits, owner: np.ndarray | N
     codes, keys = pd.factorize(pd.Series(np.asarray(owner)), sort=False)
     _, pooled = pool(np.nan_to_num(proba, nan=0.0), owner, weights)
     first = np.zeros(len(keys), int)
-    first[codes[::-1]] = np.arange(len(codes))[::-1]      # first segment of each recording
+    first[codes[::-1]] = np.arange(len(codes))[::-1]  # first segment of each recording
     tested = np.zeros(len(keys), bool)
     rec_splits = []
     for tr, te in splits:
@@ -38,8 +40,15 @@ def by_recording(y: np.ndarray, proba: np.ndarray, splits, owner: np.ndarray | N
     return y[first], pooled, rec_splits
 
 
-def cv_summary(y: np.ndarray, proba: np.ndarray, splits, class_names: list[str], *,
-               owner: np.ndarray | None = None, weights: np.ndarray | None = None) -> dict:
+def cv_summary(
+    y: np.ndarray,
+    proba: np.ndarray,
+    splits,
+    class_names: list[str],
+    *,
+    owner: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> dict:
     """Per-fold accuracy and macro F1, their mean/SEM, per-class recall and the pooled confusion matrix.
 
     With `owner` (the recording of each segment) everything is per recording, segment probabilities averaged
@@ -52,7 +61,9 @@ def cv_summary(y: np.ndarray, proba: np.ndarray, splits, class_names: list[str],
     tested = np.zeros(len(y), bool)
     for _, te in splits:
         fold_acc.append(float(np.mean(pred[te] == y[te])))
-        fold_f1.append(float(f1_score(y[te], pred[te], average="macro", labels=range(len(class_names)), zero_division=0)))
+        fold_f1.append(
+            float(f1_score(y[te], pred[te], average="macro", labels=range(len(class_names)), zero_division=0))
+        )
         tested[te] = True
     labels = list(range(len(class_names)))
     cm = confusion_matrix(y[tested], pred[tested], labels=labels)
@@ -67,7 +78,9 @@ def cv_summary(y: np.ndarray, proba: np.ndarray, splits, class_names: list[str],
         "n_recordings_tested": int(tested.sum()),
         "recall": {c: float(r) for c, r in zip(class_names, recall)},
         "confusion": cm,
-        "report": classification_report(y[tested], pred[tested], labels=labels, target_names=class_names, zero_division=0),
+        "report": classification_report(
+            y[tested], pred[tested], labels=labels, target_names=class_names, zero_division=0
+        ),
     }
 
 
@@ -100,8 +113,15 @@ def confusion_figure(cm: np.ndarray, class_names: list[str], *, title: str = "")
     for i in range(len(class_names)):
         for j in range(len(class_names)):
             if cm[i, j]:
-                ax.text(j, i, f"{100 * norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * norm[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)

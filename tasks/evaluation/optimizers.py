@@ -4,6 +4,7 @@ Every optimizer takes `fitness(X: (k, d)) -> (k,)` (higher is better), starts fr
 uniform population whose first member is the centre of the box, and returns
 `(x_best, f_best, history)` with `history[t]` the best fitness after iteration `t`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,8 +23,9 @@ def _initial(rng: np.random.Generator, k: int, d: int) -> np.ndarray:
     return pop
 
 
-def _evolve(fitness: Fitness, propose: Proposal, *, d: int, k: int, n_iter: int,
-            rng: np.random.Generator, greedy: bool) -> tuple[np.ndarray, float, list[float]]:
+def _evolve(
+    fitness: Fitness, propose: Proposal, *, d: int, k: int, n_iter: int, rng: np.random.Generator, greedy: bool
+) -> tuple[np.ndarray, float, list[float]]:
     """The shared population loop: propose, clip to the box, evaluate, then keep (greedy) or replace."""
     pop = _initial(rng, k, d)
     fit = fitness(pop)
@@ -104,8 +106,9 @@ class _GreyWolf:
         return np.mean(moves, axis=0)
 
 
-def _de(fitness: Fitness, *, d: int, k: int, n_iter: int,
-        rng: np.random.Generator) -> tuple[np.ndarray, float, list[float]]:
+def _de(
+    fitness: Fitness, *, d: int, k: int, n_iter: int, rng: np.random.Generator
+) -> tuple[np.ndarray, float, list[float]]:
     """scipy's differential evolution (best1bin), vectorized; no gradient polish on a step-shaped objective."""
     history: list[float] = []
 
@@ -113,9 +116,17 @@ def _de(fitness: Fitness, *, d: int, k: int, n_iter: int,
         history.append(-float(intermediate_result.fun))
 
     res = differential_evolution(
-        lambda X: -fitness(np.atleast_2d(X.T)), [(0.0, 1.0)] * d,
-        maxiter=n_iter, popsize=max(1, -(-k // d)), rng=rng, polish=False,
-        x0=np.full(d, 0.5), vectorized=True, updating="deferred", callback=record)
+        lambda X: -fitness(np.atleast_2d(X.T)),
+        [(0.0, 1.0)] * d,
+        maxiter=n_iter,
+        popsize=max(1, -(-k // d)),
+        rng=rng,
+        polish=False,
+        x0=np.full(d, 0.5),
+        vectorized=True,
+        updating="deferred",
+        callback=record,
+    )
     # scipy stops early once the population's fitness is uniform; the best then stays put.
     history += [history[-1] if history else -float(res.fun)] * (n_iter - len(history))
     return np.asarray(res.x), -float(res.fun), history
@@ -124,8 +135,9 @@ def _de(fitness: Fitness, *, d: int, k: int, n_iter: int,
 OPTIMIZERS = ("bbpso", "jaya", "de", "ro", "gwo", "ga")
 
 
-def maximize(fitness: Fitness, d: int, *, method: str, n_particles: int = 20, n_iter: int = 200,
-             seed: int = 0) -> tuple[np.ndarray, float, list[float]]:
+def maximize(
+    fitness: Fitness, d: int, *, method: str, n_particles: int = 20, n_iter: int = 200, seed: int = 0
+) -> tuple[np.ndarray, float, list[float]]:
     """Maximize a batched fitness over [0, 1]^d with one of OPTIMIZERS; deterministic for a seed."""
     if method not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {method!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -135,5 +147,6 @@ def maximize(fitness: Fitness, d: int, *, method: str, n_particles: int = 20, n_
     if method == "de":
         return _de(fitness, d=d, k=n_particles, n_iter=n_iter, rng=rng)
     propose = {"bbpso": _bbpso, "jaya": _jaya, "ro": _ro, "ga": _ga, "gwo": _GreyWolf()}[method]
-    return _evolve(fitness, propose, d=d, k=n_particles, n_iter=n_iter, rng=rng,
-                   greedy=method in ("bbpso", "jaya", "ro"))
+    return _evolve(
+        fitness, propose, d=d, k=n_particles, n_iter=n_iter, rng=rng, greedy=method in ("bbpso", "jaya", "ro")
+    )

@@ -1,4 +1,5 @@
 """How far a cross-validation is and how long is left: estimated costs, ETA text, throttled progress lines."""
+
 from __future__ import annotations
 
 import time
@@ -8,7 +9,7 @@ from typing import Callable
 # (README, bench/train.py); only their ratios matter.
 _PER_EPOCH_S = {"mlp": 0.3, "cnn1d": 0.5, "cnn2d": 1.4}
 _CLASSICAL_S = 5.0
-_DEEP_START_S = 20.0   # per deep configuration: TensorFlow's start, tracing, logging the fold-0 network
+_DEEP_START_S = 20.0  # per deep configuration: TensorFlow's start, tracing, logging the fold-0 network
 
 
 def duration_text(seconds: float) -> str:
@@ -44,7 +45,9 @@ def estimated_cost(spec: dict) -> float:
 class WorkProgress:
     """Share of the estimated work done as items finish, with the time left, for the flow's progress artifact."""
 
-    def __init__(self, costs: list[float], *, unit: str = "configurations", clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, costs: list[float], *, unit: str = "configurations", clock: Callable[[], float] = time.monotonic
+    ):
         self.costs = [max(float(c), 1e-9) for c in costs]
         self.unit = unit
         self.done: set[int] = set()
@@ -58,8 +61,10 @@ class WorkProgress:
     def finish(self, index: int) -> str:
         """Mark item `index` done; returns '3/12 configurations, 45% of the estimated work, ... left'."""
         self.done.add(index)
-        return (f"{len(self.done)}/{len(self.costs)} {self.unit}, {100 * self.fraction:.0f}% of the estimated "
-                f"work, {eta_text(self.fraction, self.clock() - self.t0)}")
+        return (
+            f"{len(self.done)}/{len(self.costs)} {self.unit}, {100 * self.fraction:.0f}% of the estimated "
+            f"work, {eta_text(self.fraction, self.clock() - self.t0)}"
+        )
 
 
 class Throttle:

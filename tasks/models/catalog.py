@@ -22,23 +22,44 @@ class ModelInfo:
 
 # The book's recipe (Adam, fixed learning rate, batch 32, 16 epochs), validation carved from training folds.
 _BOOK_1D = dict(epochs=16, batch_size=32, learning_rate=1e-3, schedule="constant", validation=0.1, standardize=False)
-_BOOK_2D = dict(arch="cnn2d_book", epochs=16, batch_size=16, learning_rate=1e-3, schedule="constant", validation=0.1,
-                standardize=False)
+_BOOK_2D = dict(
+    arch="cnn2d_book",
+    epochs=16,
+    batch_size=16,
+    learning_rate=1e-3,
+    schedule="constant",
+    validation=0.1,
+    standardize=False,
+)
 # The compact log-mel CNN's calibrated recipe (bench/train.py); its random crop defaults to 80% of the window's
 # frames (random_crop_frames=None), so it follows the dataset's window length.
-_LOGMEL = dict(arch="cnn2d_logmel", epochs=30, batch_size=16, learning_rate=2e-3, schedule="cosine", warmup_frac=0.05,
-               validation=0.0, spec_augment={"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20},
-               mixup_alpha=0.3, random_crop_frac=0.8, predict_crops=0, pooling="time_stats")
+_LOGMEL = dict(
+    arch="cnn2d_logmel",
+    epochs=30,
+    batch_size=16,
+    learning_rate=2e-3,
+    schedule="cosine",
+    warmup_frac=0.05,
+    validation=0.0,
+    spec_augment={"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20},
+    mixup_alpha=0.3,
+    random_crop_frac=0.8,
+    predict_crops=0,
+    pooling="time_stats",
+)
 
 CATALOG: dict[str, ModelInfo] = {name: ModelInfo("classical", VECTORS) for name in CLASSICAL}
 CATALOG["mlp_sklearn"] = ModelInfo("mlp", VECTORS)
-CATALOG["mlp_keras"] = ModelInfo("mlp", ("engineered", "raw", "birdnet"), dict(arch="mlp", epochs=100, batch_size=32,
-                                                                    learning_rate=1e-3, schedule="cosine",
-                                                                    validation=0.1))
+CATALOG["mlp_keras"] = ModelInfo(
+    "mlp",
+    ("engineered", "raw", "birdnet"),
+    dict(arch="mlp", epochs=100, batch_size=32, learning_rate=1e-3, schedule="cosine", validation=0.1),
+)
 for _arch in CNN1D_ARCHS:
     for _k in BOOK_KERNELS:
-        CATALOG[f"cnn1d_{_arch}_k{_k}"] = ModelInfo("cnn1d", ("raw",), dict(arch=f"cnn1d_{_arch}", hyper={"kernel": _k},
-                                                                           **_BOOK_1D))
+        CATALOG[f"cnn1d_{_arch}_k{_k}"] = ModelInfo(
+            "cnn1d", ("raw",), dict(arch=f"cnn1d_{_arch}", hyper={"kernel": _k}, **_BOOK_1D)
+        )
 for _k in (3, 7):
     CATALOG[f"cnn2d_book_k{_k}"] = ModelInfo("cnn2d", ("book_image",), dict(hyper={"kernel": _k}, **_BOOK_2D))
 CATALOG["cnn2d_logmel"] = ModelInfo("cnn2d", SPECTROGRAMS, _LOGMEL)

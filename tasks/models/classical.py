@@ -1,4 +1,5 @@
 """The book's classical suite, an RBF SVM tuned inside the training folds, and sklearn's MLP."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -42,8 +43,13 @@ def _scaled(clf) -> Pipeline:
 
 def _rbf(seed: int, n_jobs: int) -> GroupedGridSearch:
     inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=seed)
-    return GroupedGridSearch(Pipeline([("scaler", StandardScaler()), ("svc", ScaledGamma(kernel="rbf"))]),
-                             RBF_GRID, cv=inner, n_jobs=n_jobs, refit=True)
+    return GroupedGridSearch(
+        Pipeline([("scaler", StandardScaler()), ("svc", ScaledGamma(kernel="rbf"))]),
+        RBF_GRID,
+        cv=inner,
+        n_jobs=n_jobs,
+        refit=True,
+    )
 
 
 # name -> factory(seed, n_jobs); every model is scaled inside the fold (scaler fit on training rows only).
@@ -65,8 +71,20 @@ CLASSICAL: dict[str, Callable[[int, int], object]] = {
     "mlp_sklearn": lambda s, j: _scaled(MLPClassifier((512, 128), solver="lbfgs", max_iter=200, random_state=s)),
 }
 
-BOOK_SUITE = ["nearest_centroid", "knn3", "knn7", "gaussian_nb", "rf5", "rf50", "rf500", "rf1000",
-              "linear_svm_c0.01", "linear_svm_c0.1", "linear_svm_c1", "linear_svm_c10"]
+BOOK_SUITE = [
+    "nearest_centroid",
+    "knn3",
+    "knn7",
+    "gaussian_nb",
+    "rf5",
+    "rf50",
+    "rf500",
+    "rf1000",
+    "linear_svm_c0.01",
+    "linear_svm_c0.1",
+    "linear_svm_c1",
+    "linear_svm_c10",
+]
 
 
 def make_classical(name: str, *, seed: int, n_jobs: int = 1):

@@ -10,6 +10,7 @@ slower). To share a machine, set before TF starts: TF_NUM_INTRAOP_THREADS (threa
 op), TF_NUM_INTEROP_THREADS (ops run in parallel), OMP_NUM_THREADS (oneDNN kernels);
 TF_ENABLE_ONEDNN_OPTS=0 trades speed for bit-identical results across CPUs.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from tasks.runtime import start_tensorflow_quietly
 
-start_tensorflow_quietly()   # before keras imports TensorFlow: its start-up lines filtered out
+start_tensorflow_quietly()  # before keras imports TensorFlow: its start-up lines filtered out
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -142,12 +143,26 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
       which needs a net without Flatten (cnn2d_logmel, built with a variable-length time axis).
     """
 
-    def __init__(self, arch: str = "cnn2d_logmel", hyper: dict | None = None, *, epochs: int = 100,
-                 batch_size: int = 16, learning_rate: float = 1e-3, schedule: str = "cosine",
-                 warmup_frac: float = 0.05, seed: int = 0, validation: float = 0.0,
-                 standardize: bool = True, spec_augment: dict | None = None, mixup_alpha: float = 0.0,
-                 random_crop_frames: int | None = None, random_crop_frac: float = 0.0, predict_crops: int = 5,
-                 verbose: int = 0):
+    def __init__(
+        self,
+        arch: str = "cnn2d_logmel",
+        hyper: dict | None = None,
+        *,
+        epochs: int = 100,
+        batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        schedule: str = "cosine",
+        warmup_frac: float = 0.05,
+        seed: int = 0,
+        validation: float = 0.0,
+        standardize: bool = True,
+        spec_augment: dict | None = None,
+        mixup_alpha: float = 0.0,
+        random_crop_frames: int | None = None,
+        random_crop_frac: float = 0.0,
+        predict_crops: int = 5,
+        verbose: int = 0,
+    ):
         self.arch = arch
         self.hyper = hyper
         self.epochs = epochs
@@ -198,7 +213,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         x_train = X[train_idx]
         if not self.standardize:
             self.mean_, self.std_ = 0.0, 1.0
-        elif x_train.ndim == 2 and self.arch == "mlp":   # feature vectors: each column on its own scale
+        elif x_train.ndim == 2 and self.arch == "mlp":  # feature vectors: each column on its own scale
             std = x_train.std(axis=0)
             self.mean_, self.std_ = x_train.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
         else:
@@ -214,8 +229,11 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         with _own_layer_seeds(int(self.seed)):
             model = build_model(self.arch, self.input_shape_, n_classes, **(self.hyper or {}))
         steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
-        model.compile(optimizer=keras.optimizers.Adam(self._learning_rate(steps_per_epoch * self.epochs)),
-                      loss="categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(self._learning_rate(steps_per_epoch * self.epochs)),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
 
         val_data = None
         if len(val_idx):
@@ -224,13 +242,20 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
                 x_val = self._crops(x_val, 1)[0]
             y_val = np.eye(n_classes, dtype=np.float32)[y_idx[val_idx]]
             val_data = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(max(self.batch_size, 64))
-        hist = model.fit(self._train_dataset(x_train, y_train), epochs=self.epochs,
-                         steps_per_epoch=steps_per_epoch, validation_data=val_data, shuffle=False, verbose=self.verbose,
-                         callbacks=[_EpochHooks(self.epochs)] if _EPOCH_HOOKS else None)
+        hist = model.fit(
+            self._train_dataset(x_train, y_train),
+            epochs=self.epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val_data,
+            shuffle=False,
+            verbose=self.verbose,
+            callbacks=[_EpochHooks(self.epochs)] if _EPOCH_HOOKS else None,
+        )
 
         self.model_ = model
-        self.history_ = {k: [float(v) for v in hist.history.get(k, [])]
-                         for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        self.history_ = {
+            k: [float(v) for v in hist.history.get(k, [])] for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+        }
         self.n_params_ = int(model.count_params())
         self.fit_seconds_ = time.perf_counter() - start
         return self
@@ -249,17 +274,23 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         warmup = int(round(self.warmup_frac * total_steps))
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=0.05 * self.learning_rate if warmup else self.learning_rate,
-            decay_steps=max(1, total_steps - warmup), alpha=0.0,
-            warmup_target=float(self.learning_rate) if warmup else None, warmup_steps=warmup)
+            decay_steps=max(1, total_steps - warmup),
+            alpha=0.0,
+            warmup_target=float(self.learning_rate) if warmup else None,
+            warmup_steps=warmup,
+        )
 
     def _train_dataset(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
         """Seeded shuffle, batch, repeat; then per-batch augmentation seeded by (seed, batch number)."""
-        ds = (tf.data.Dataset.from_tensor_slices((x, y))
-              .shuffle(len(x), seed=int(self.seed), reshuffle_each_iteration=True)
-              .batch(self.batch_size)
-              .repeat())
-        ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(self._augment_fn(x.ndim - 1),
-                                                                     num_parallel_calls=tf.data.AUTOTUNE)
+        ds = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=int(self.seed), reshuffle_each_iteration=True)
+            .batch(self.batch_size)
+            .repeat()
+        )
+        ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(
+            self._augment_fn(x.ndim - 1), num_parallel_calls=tf.data.AUTOTUNE
+        )
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _augment_fn(self, sample_ndim: int):
@@ -314,13 +345,13 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             forward = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
             _FORWARD[self.model_] = forward
         batch = max(self.batch_size, 64)
-        out = [forward(tf.constant(X[i:i + batch])).numpy() for i in range(0, len(X), batch)]
+        out = [forward(tf.constant(X[i : i + batch])).numpy() for i in range(0, len(X), batch)]
         n_classes = len(self.classes_)
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n_classes), np.float32)
 
     def predict(self, X) -> np.ndarray:
         """Most probable class label per sample."""
-        proba = self.predict_proba(X)          # raises NotFittedError before touching classes_
+        proba = self.predict_proba(X)  # raises NotFittedError before touching classes_
         return self.classes_[np.argmax(proba, axis=1)]
 
     # ---- persistence ---------------------------------------------------------------------
@@ -332,10 +363,17 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{path}: the model file must end in .keras")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model_.save(path)
-        state = {"params": self.get_params(), "classes": self.classes_.tolist(),
-                 "mean": self.mean_, "std": self.std_, "input_shape": list(self.input_shape_),
-                 "crop_frames": self.crop_frames_,
-                 "history": self.history_, "n_params": self.n_params_, "fit_seconds": self.fit_seconds_}
+        state = {
+            "params": self.get_params(),
+            "classes": self.classes_.tolist(),
+            "mean": self.mean_,
+            "std": self.std_,
+            "input_shape": list(self.input_shape_),
+            "crop_frames": self.crop_frames_,
+            "history": self.history_,
+            "n_params": self.n_params_,
+            "fit_seconds": self.fit_seconds_,
+        }
         path.with_suffix(".json").write_text(json.dumps(state, indent=2))
         return path
 
@@ -377,15 +415,19 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         frames = sample_shape[self._time_axis(len(sample_shape))]
         if self.random_crop_frames:
             if self.random_crop_frames > frames:
-                raise ValueError(f"random_crop_frames={self.random_crop_frames} exceeds the input's "
-                                 f"{frames} frames; lower it or use a longer --window-s")
+                raise ValueError(
+                    f"random_crop_frames={self.random_crop_frames} exceeds the input's "
+                    f"{frames} frames; lower it or use a longer --window-s"
+                )
             return int(self.random_crop_frames)
         if not 0 < self.random_crop_frac <= 1:
             raise ValueError(f"random_crop_frac must be in (0, 1], got {self.random_crop_frac}")
         size = int(round(self.random_crop_frac * frames))
         if size < 8:
-            raise ValueError(f"random_crop_frac={self.random_crop_frac} of {frames} frames leaves {size}: "
-                             "use a longer --window-s or a smaller hop_length")
+            raise ValueError(
+                f"random_crop_frac={self.random_crop_frac} of {frames} frames leaves {size}: "
+                "use a longer --window-s or a smaller hop_length"
+            )
         return size
 
     def _model_input_shape(self, sample_shape: tuple) -> tuple:

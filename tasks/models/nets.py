@@ -3,6 +3,7 @@
 `build_model` returns an *uncompiled* `keras.Model`: the optimizer, loss and learning-rate
 schedule belong to the trainer (`tasks.models.keras_model.KerasClassifier`), not the net.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -10,13 +11,17 @@ from typing import Callable
 
 from tasks.runtime import start_tensorflow_quietly
 
-start_tensorflow_quietly()   # before keras imports TensorFlow: its start-up lines filtered out
+start_tensorflow_quietly()  # before keras imports TensorFlow: its start-up lines filtered out
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 MODEL_NAMES: tuple[str, ...] = (
     "mlp",
-    "cnn1d_shallow", "cnn1d_medium", "cnn1d_deep0", "cnn1d_deep1", "cnn1d_deep2",
+    "cnn1d_shallow",
+    "cnn1d_medium",
+    "cnn1d_deep0",
+    "cnn1d_deep1",
+    "cnn1d_deep2",
     "cnn2d_book",
     "cnn2d_logmel",
 )
@@ -96,8 +101,15 @@ class TimeStatsPooling(layers.Layer):
         return keras.ops.reshape(keras.ops.concatenate([mean, std], axis=-1), (-1, x.shape[1] * x.shape[3] * 2))
 
 
-def _cnn2d_logmel(input_shape, num_classes, *, widths=(32, 64, 128, 128), kernel: int = 3,
-                  dropout: float = 0.3, pooling: str = "global") -> keras.Model:
+def _cnn2d_logmel(
+    input_shape,
+    num_classes,
+    *,
+    widths=(32, 64, 128, 128),
+    kernel: int = 3,
+    dropout: float = 0.3,
+    pooling: str = "global",
+) -> keras.Model:
     """Compact log-mel CNN: conv-BN-ReLU blocks with 2x2 max-pooling between, then global average pooling
     (pooling="global") or per-band mean and std over time (pooling="time_stats").
 

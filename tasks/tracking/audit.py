@@ -39,5 +39,10 @@ def audit_task(data: dict, features_path: str, sr: int, seed: int, parent_id: st
         log.warning("leakage audit: %s", result.verdict)
     else:
         log.info("leakage audit: %s (%.1f s)", result.verdict, result.timings.get("total_s", 0.0))
-    return {"verdict": result.verdict, "leak": result.leak, "gap_points": result.gap_points,
-            "group_pattern": result.proposed_pattern, "summary": str(path)}
+    return {
+        "verdict": result.verdict,
+        "leak": result.leak,
+        "gap_points": result.gap_points,
+        "group_pattern": result.proposed_pattern,
+        "summary": str(path),
+    }

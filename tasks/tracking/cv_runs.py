@@ -21,16 +21,23 @@ from tasks.tracking import runs as tracking
 
 def params_of(spec: dict) -> dict:
     """The parameters every configuration's run carries (the compare view lines them up)."""
-    params = {"model": spec["model"], "features": spec["features"], "augmented": spec["augmented"],
-              "seed": spec["seed"], "family": catalog.info(spec["model"]).family, "hyper": spec.get("hyper") or {}}
+    params = {
+        "model": spec["model"],
+        "features": spec["features"],
+        "augmented": spec["augmented"],
+        "seed": spec["seed"],
+        "family": catalog.info(spec["model"]).family,
+        "hyper": spec.get("hyper") or {},
+    }
     if spec.get("augmentation"):
         params["augmentation"] = spec["augmentation"]
     return params
 
 
 @task(cache_policy=NO_CACHE, task_run_name="log {spec[name]}")
-def log_configuration_task(spec: dict, inputs: dict, folds: list[dict], experiment_id: str, parent_id: str,
-                           results_dir: str) -> dict:
+def log_configuration_task(
+    spec: dict, inputs: dict, folds: list[dict], experiment_id: str, parent_id: str, results_dir: str
+) -> dict:
     """Assemble the folds' out-of-fold probabilities, score them per recording and log the nested run.
 
     folds: fit_fold results, or {"fold": k, "error": "..."} for a fold that failed: the run is then FAILED
@@ -42,8 +49,9 @@ def log_configuration_task(spec: dict, inputs: dict, folds: list[dict], experime
     splits = load_splits(inputs["splits"])
     out = config_dir(spec, inputs, results_dir)
     tags = {"soundflow.kind": "model", "soundflow.config": spec["name"], **license_tags([spec["features"]])}
-    with tracking.run(experiment_id, name=spec["name"], params=params_of(spec), parent_id=parent_id,
-                      tags=tags) as run_id:
+    with tracking.run(
+        experiment_id, name=spec["name"], params=params_of(spec), parent_id=parent_id, tags=tags
+    ) as run_id:
         failed = [f for f in folds if f.get("error")]
         if failed:
             raise SoundflowError(f"{spec['name']}: fold {failed[0]['fold'] + 1} failed: {failed[0]['error']}")
@@ -64,13 +72,23 @@ def log_configuration_task(spec: dict, inputs: dict, folds: list[dict], experime
         save_json(out / "summary.json", cv)
         if any(histories):
             save_json(out / "history.json", histories)
-        log.info("%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"],
-                 100 * summary["cv_accuracy_sem"])
-    return {"name": spec["name"], "model": spec["model"], "features": spec["features"], "augmented": spec["augmented"],
-            "family": catalog.info(spec["model"]).family, "run_id": run_id, "proba": str(out / "proba.npy"),
-            "cv_accuracy_mean": summary["cv_accuracy_mean"], "cv_accuracy_sem": summary["cv_accuracy_sem"],
-            "macro_f1_mean": summary["macro_f1_mean"], "fit_seconds": float(np.sum(cv["fit_seconds"])),
-            "history": str(out / "history.json") if any(histories) else None}
+        log.info(
+            "%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"], 100 * summary["cv_accuracy_sem"]
+        )
+    return {
+        "name": spec["name"],
+        "model": spec["model"],
+        "features": spec["features"],
+        "augmented": spec["augmented"],
+        "family": catalog.info(spec["model"]).family,
+        "run_id": run_id,
+        "proba": str(out / "proba.npy"),
+        "cv_accuracy_mean": summary["cv_accuracy_mean"],
+        "cv_accuracy_sem": summary["cv_accuracy_sem"],
+        "macro_f1_mean": summary["macro_f1_mean"],
+        "fit_seconds": float(np.sum(cv["fit_seconds"])),
+        "history": str(out / "history.json") if any(histories) else None,
+    }
 
 
 def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: str) -> None:

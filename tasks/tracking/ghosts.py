@@ -3,6 +3,7 @@
 Every run records where it runs (host, pid and the pid's start time, so a reused pid is not mistaken for the
 same process). A RUNNING run is a ghost when that process is gone (same host), when Prefect says its flow run
 is over, or when its parent run is over or a ghost itself."""
+
 from __future__ import annotations
 
 import os
@@ -68,13 +69,17 @@ def prefect_flow_run_state(flow_run_id: str) -> str | None:
     try:
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(flow_run_id).state
-    except Exception:   # not on this server, or no server reachable: no verdict
+    except Exception:  # not on this server, or no server reachable: no verdict
         return None
     return state.type.value if state is not None else None
 
 
-def ghost_runs(client: MlflowClient, *, prefect_state: Callable[[str], str | None] = prefect_flow_run_state,
-               host: str | None = None) -> list[tuple[object, str]]:
+def ghost_runs(
+    client: MlflowClient,
+    *,
+    prefect_state: Callable[[str], str | None] = prefect_flow_run_state,
+    host: str | None = None,
+) -> list[tuple[object, str]]:
     """(run, why) for every RUNNING run, in every experiment, whose process or flow run is over."""
     exp_ids = [e.experiment_id for e in client.search_experiments()]
     if not exp_ids:
@@ -93,7 +98,7 @@ def ghost_runs(client: MlflowClient, *, prefect_state: Callable[[str], str | Non
                 why = f"its Prefect flow run {flow_run} is {states[flow_run]}"
         if why:
             reasons[r.info.run_id] = why
-    for r in running:                     # children of a ghost, or of a run that already ended
+    for r in running:  # children of a ghost, or of a run that already ended
         parent = r.data.tags.get("mlflow.parentRunId")
         if r.info.run_id in reasons or not parent:
             continue

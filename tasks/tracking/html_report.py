@@ -1,4 +1,5 @@
 """report/index.html: one self-contained page a person opens (figures embedded), logged on the parent run."""
+
 from __future__ import annotations
 
 import base64
@@ -14,18 +15,40 @@ from prefect.cache_policies import NO_CACHE
 
 # The book's figures (Kneusel, Practical Deep Learning, ch. 12; its own protocol: an 8-per-class hold-out with
 # 19 augmented copies of every clip, test copies scored too), in %, by our configuration names.
-_BOOK_RAW = {"nearest_centroid": 11.9, "knn3": 12.1, "knn7": 10.5, "gaussian_nb": 28.1, "rf5": 22.6, "rf50": 30.8,
-             "rf500": 32.8, "rf1000": 34.4, "linear_svm_c0.01": 16.5, "linear_svm_c0.1": 17.5, "linear_svm_c1": 13.4,
-             "linear_svm_c10": 10.2, "mlp_sklearn": 19.1}
+_BOOK_RAW = {
+    "nearest_centroid": 11.9,
+    "knn3": 12.1,
+    "knn7": 10.5,
+    "gaussian_nb": 28.1,
+    "rf5": 22.6,
+    "rf50": 30.8,
+    "rf500": 32.8,
+    "rf1000": 34.4,
+    "linear_svm_c0.01": 16.5,
+    "linear_svm_c0.1": 17.5,
+    "linear_svm_c1": 13.4,
+    "linear_svm_c10": 10.2,
+    "mlp_sklearn": 19.1,
+}
 _BOOK_CNN1D = {  # Table 12-1: first kernel -> (shallow, medium, deep0, deep1, deep2)
-    3: (41.63, 38.75, 47.06, 10.00, 10.00), 5: (38.13, 40.44, 46.82, 10.00, 10.00),
-    7: (38.19, 38.69, 44.69, 50.50, 50.44), 9: (40.13, 38.25, 42.94, 49.19, 50.19),
-    11: (38.00, 39.44, 43.19, 46.88, 10.00), 13: (37.00, 37.06, 45.44, 49.38, 49.63),
-    15: (35.25, 40.38, 41.13, 10.00, 10.00), 33: (32.81, 36.81, 43.06, 46.50, 10.00)}
-_BOOK_OTHER = {"cnn2d_book_k3/book_image": 75.54, "cnn2d_book_k7/book_image": 76.18,
-               # the book's ensembles mix six 2D CNNs (weights tuned on the test set itself)
-               "ensemble:average": 78.88, "ensemble:maximum": 78.81, "ensemble:vote": 78.50,
-               "ensemble:weighted": 81.06}
+    3: (41.63, 38.75, 47.06, 10.00, 10.00),
+    5: (38.13, 40.44, 46.82, 10.00, 10.00),
+    7: (38.19, 38.69, 44.69, 50.50, 50.44),
+    9: (40.13, 38.25, 42.94, 49.19, 50.19),
+    11: (38.00, 39.44, 43.19, 46.88, 10.00),
+    13: (37.00, 37.06, 45.44, 49.38, 49.63),
+    15: (35.25, 40.38, 41.13, 10.00, 10.00),
+    33: (32.81, 36.81, 43.06, 46.50, 10.00),
+}
+_BOOK_OTHER = {
+    "cnn2d_book_k3/book_image": 75.54,
+    "cnn2d_book_k7/book_image": 76.18,
+    # the book's ensembles mix six 2D CNNs (weights tuned on the test set itself)
+    "ensemble:average": 78.88,
+    "ensemble:maximum": 78.81,
+    "ensemble:vote": 78.50,
+    "ensemble:weighted": 81.06,
+}
 
 
 def book_figure(name: str) -> float | None:
@@ -71,8 +94,13 @@ def learning_curves_figure(name: str, histories: list[dict]):
             for prefix, style in (("", "-"), ("val_", ":")):
                 values = hist.get(prefix + key) or []
                 if len(values):
-                    ax.plot(np.arange(1, len(values) + 1), values, style, color=f"C{k}",
-                            label=f"fold {k + 1}{' validation' if prefix else ''}")
+                    ax.plot(
+                        np.arange(1, len(values) + 1),
+                        values,
+                        style,
+                        color=f"C{k}",
+                        label=f"fold {k + 1}{' validation' if prefix else ''}",
+                    )
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -84,11 +112,18 @@ def learning_curves_figure(name: str, histories: list[dict]):
 
 def results_table(results: list[dict]) -> pd.DataFrame:
     """Configuration, family, features, accuracy mean +- SEM (%), macro F1, the book's figure, best first."""
-    rows = [{"configuration": r["name"], "family": r["family"],
-             "features": f"{r.get('features', '')}{' + augmented copies' if r.get('augmented') else ''}",
-             "accuracy (%)": f"{100 * r['cv_accuracy_mean']:.1f} ± {100 * r['cv_accuracy_sem']:.1f}",
-             "macro F1": f"{r['macro_f1_mean']:.3f}" if r.get("macro_f1_mean") is not None else "",
-             "book (%)": book_figure(r["name"]), "_sort": r["cv_accuracy_mean"]} for r in results]
+    rows = [
+        {
+            "configuration": r["name"],
+            "family": r["family"],
+            "features": f"{r.get('features', '')}{' + augmented copies' if r.get('augmented') else ''}",
+            "accuracy (%)": f"{100 * r['cv_accuracy_mean']:.1f} ± {100 * r['cv_accuracy_sem']:.1f}",
+            "macro F1": f"{r['macro_f1_mean']:.3f}" if r.get("macro_f1_mean") is not None else "",
+            "book (%)": book_figure(r["name"]),
+            "_sort": r["cv_accuracy_mean"],
+        }
+        for r in results
+    ]
     frame = pd.DataFrame(rows).sort_values("_sort", ascending=False, kind="stable").drop(columns="_sort")
     frame["book (%)"] = frame["book (%)"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.1f}")
     return frame.reset_index(drop=True)
@@ -102,10 +137,20 @@ def dataset_summary(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(recs["label"], recs["fold"], margins=True, margins_name="total")
 
 
-def build_html(*, title: str, description: str, results: list[dict], comparison_png: bytes,
-               confusions: list[tuple[str, bytes]], recall: pd.DataFrame, curves: list[tuple[str, bytes]],
-               dataset: pd.DataFrame, dataset_facts: dict[str, str], rejected: pd.DataFrame,
-               audit: dict | None = None) -> str:
+def build_html(
+    *,
+    title: str,
+    description: str,
+    results: list[dict],
+    comparison_png: bytes,
+    confusions: list[tuple[str, bytes]],
+    recall: pd.DataFrame,
+    curves: list[tuple[str, bytes]],
+    dataset: pd.DataFrame,
+    dataset_facts: dict[str, str],
+    rejected: pd.DataFrame,
+    audit: dict | None = None,
+) -> str:
     """The page: description, results (with the book's figures), plot, confusion matrices, recall, curves, data."""
     esc = html.escape
     facts = "".join(f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in dataset_facts.items())
@@ -122,8 +167,10 @@ def build_html(*, title: str, description: str, results: list[dict], comparison_
         + "</section>",
         f"<section id='recall'><h2>Per-class recall (%)</h2>{_table(recall, index=True)}</section>",
         "<section id='curves'><h2>Learning curves of the deep models</h2>"
-        + ("".join(_img(png, f"learning curves {name}") for name, png in curves) or "<p>No deep model in this run "
-           "(or their results were reused from a run that kept no curves).</p>")
+        + (
+            "".join(_img(png, f"learning curves {name}") for name, png in curves)
+            or "<p>No deep model in this run (or their results were reused from a run that kept no curves).</p>"
+        )
         + "</section>",
         f"<section id='dataset'><h2>Dataset</h2><ul>{facts}</ul>{_table(dataset, index=True)}</section>",
         f"<section id='rejected'><h2>Rejected files ({len(rejected)})</h2>"
@@ -131,15 +178,21 @@ def build_html(*, title: str, description: str, results: list[dict], comparison_
         + "</section>",
     ]
     if audit:
-        parts.append(f"<section id='audit'><h2>Leakage audit</h2><p><b>{esc(audit.get('verdict', ''))}</b></p>"
-                     f"<pre style='white-space:pre-wrap;font-size:12px'>{esc(audit.get('text', ''))}</pre></section>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;"
-             "border-bottom:1px solid #ddd;text-align:right}table.t td:first-child{text-align:left}"
-             "img{max-width:100%}figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-width:500px}.desc{line-height:1.5}"
-             "h2{margin-top:1.6em;border-bottom:2px solid #eee}")
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+        parts.append(
+            f"<section id='audit'><h2>Leakage audit</h2><p><b>{esc(audit.get('verdict', ''))}</b></p>"
+            f"<pre style='white-space:pre-wrap;font-size:12px'>{esc(audit.get('text', ''))}</pre></section>"
+        )
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;"
+        "border-bottom:1px solid #ddd;text-align:right}table.t td:first-child{text-align:left}"
+        "img{max-width:100%}figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-width:500px}.desc{line-height:1.5}"
+        "h2{margin-top:1.6em;border-bottom:2px solid #eee}"
+    )
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
 
 
 def _audit_text(audit: dict | None) -> dict | None:
@@ -151,8 +204,9 @@ def _audit_text(audit: dict | None) -> dict | None:
 
 
 @task(cache_policy=NO_CACHE)
-def html_report_task(results: list[dict], data: dict, splits_path: str, summary: dict, parent_id: str,
-                     reports_dir: str) -> str:
+def html_report_task(
+    results: list[dict], data: dict, splits_path: str, summary: dict, parent_id: str, reports_dir: str
+) -> str:
     """Write report/index.html for this run under reports_dir/<run id>/ and log it on the parent run."""
     from tasks.data.manifest import class_names, pooling, read_manifest, read_rejected
     from tasks.data.split import load_splits
@@ -166,8 +220,14 @@ def html_report_task(results: list[dict], data: dict, splits_path: str, summary:
     owner, weights = pooling(manifest)
     splits = load_splits(splits_path)
     ranked = sorted(results, key=lambda r: -r["cv_accuracy_mean"])
-    picks = [r for r in (next((r for r in ranked if r["family"] != "ensemble"), None),
-                         next((r for r in ranked if r["family"] == "ensemble"), None)) if r is not None]
+    picks = [
+        r
+        for r in (
+            next((r for r in ranked if r["family"] != "ensemble"), None),
+            next((r for r in ranked if r["family"] == "ensemble"), None),
+        )
+        if r is not None
+    ]
     confusions, recall = [], {}
     for r in picks:
         s = cv_summary(y, np.load(r["proba"]), splits, names, owner=owner, weights=weights)
@@ -177,17 +237,36 @@ def html_report_task(results: list[dict], data: dict, splits_path: str, summary:
     curves = []
     for r in ranked:
         if r.get("history") and Path(r["history"]).exists():
-            curves.append((r["name"], figure_png(learning_curves_figure(r["name"], json.loads(Path(r["history"]).read_text())))))
-    rejected = read_rejected(data["rejected"]) if data.get("rejected") and Path(data["rejected"]).exists() else pd.DataFrame()
+            curves.append(
+                (r["name"], figure_png(learning_curves_figure(r["name"], json.loads(Path(r["history"]).read_text()))))
+            )
+    rejected = (
+        read_rejected(data["rejected"]) if data.get("rejected") and Path(data["rejected"]).exists() else pd.DataFrame()
+    )
     if len(rejected):
         rejected = rejected[[c for c in ("path", "reason") if c in rejected.columns] or list(rejected.columns)]
-    facts = {"dataset": summary.get("dataset", ""), "source": summary.get("source", ""),
-             "recordings": manifest["recording_id"].nunique(), "segments": len(manifest), "classes": len(names), "protocol": summary.get("protocol", ""), "MLflow parent run": parent_id}
-    page = build_html(title=f"soundflow case study — {summary.get('dataset', '')}, preset {summary.get('preset', '')}",
-                      description=run_description(summary), results=results,
-                      comparison_png=figure_png(comparison_figure(results_frame(results), chance_pct=100 / len(names))), confusions=confusions,
-                      recall=pd.DataFrame(recall), curves=curves, dataset=dataset_summary(manifest),
-                      dataset_facts=facts, rejected=rejected, audit=_audit_text(summary.get("audit")))
+    facts = {
+        "dataset": summary.get("dataset", ""),
+        "source": summary.get("source", ""),
+        "recordings": manifest["recording_id"].nunique(),
+        "segments": len(manifest),
+        "classes": len(names),
+        "protocol": summary.get("protocol", ""),
+        "MLflow parent run": parent_id,
+    }
+    page = build_html(
+        title=f"soundflow case study — {summary.get('dataset', '')}, preset {summary.get('preset', '')}",
+        description=run_description(summary),
+        results=results,
+        comparison_png=figure_png(comparison_figure(results_frame(results), chance_pct=100 / len(names))),
+        confusions=confusions,
+        recall=pd.DataFrame(recall),
+        curves=curves,
+        dataset=dataset_summary(manifest),
+        dataset_facts=facts,
+        rejected=rejected,
+        audit=_audit_text(summary.get("audit")),
+    )
     out = Path(reports_dir) / parent_id / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

@@ -21,6 +21,7 @@ Code: logged as an MLflow model from code (audio_model.py names AudioClassifier;
 with the `tasks` package stored beside it (code_paths), so it loads in a fresh process that has only the
 dependencies installed; a process that already imported `tasks` (the predict flow, tests) uses its own copy.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,9 +47,20 @@ from tasks.errors import AudioDecodeError, SoundflowError
 
 CONFIG_FILE = "config.json"
 COMBINER_FILE = "combiner.joblib"
-MODEL_CODE = Path(__file__).with_name("audio_model.py")   # the models-from-code file naming AudioClassifier
-_BASE_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scipy", "scikit-learn", "joblib", "soundfile", "soxr",
-                      "librosa", "prefect", "pydantic")
+MODEL_CODE = Path(__file__).with_name("audio_model.py")  # the models-from-code file naming AudioClassifier
+_BASE_REQUIREMENTS = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "joblib",
+    "soundfile",
+    "soxr",
+    "librosa",
+    "prefect",
+    "pydantic",
+)
 _KERAS_REQUIREMENTS = ("tensorflow", "keras")
 
 
@@ -71,11 +83,16 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
             folder = Path(context.artifacts["estimators"])
             self.estimators = [_load_estimator(folder / str(i), m) for i, m in enumerate(cfg["members"])]
             self.combiner = _load_combiner(folder, cfg)
-        else:   # a single-model pyfunc logged before ensembles: its estimator artifact and top-level features
-            cfg["members"] = [{"name": cfg.get("configuration", ""), "features": cfg["features"],
-                               "feature_opts": cfg.get("feature_opts") or {},
-                               "estimator_format": cfg.get("estimator_format"),
-                               "estimator_class": cfg.get("estimator_class")}]
+        else:  # a single-model pyfunc logged before ensembles: its estimator artifact and top-level features
+            cfg["members"] = [
+                {
+                    "name": cfg.get("configuration", ""),
+                    "features": cfg["features"],
+                    "feature_opts": cfg.get("feature_opts") or {},
+                    "estimator_format": cfg.get("estimator_format"),
+                    "estimator_class": cfg.get("estimator_class"),
+                }
+            ]
             self.estimators = [_load_estimator(Path(context.artifacts["estimator"]), cfg)]
             self.combiner = _load_combiner(None, {"combiner": "average"})
         self.config = cfg
@@ -93,7 +110,7 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         """One output row per input row; a bad row gets an `error`, the others are still classified."""
         cfg = self.config
         sr, names = int(cfg["sample_rate"]), list(cfg["class_names"])
-        window_s = float(cfg.get("window_s") or cfg["duration_s"])   # duration_s: models logged before windows
+        window_s = float(cfg.get("window_s") or cfg["duration_s"])  # duration_s: models logged before windows
         window, hop = round(sr * window_s), max(1, round(sr * float(cfg.get("hop_s") or window_s / 2)))
         frame = as_input_frame(model_input)
         clips, owner, weights, errors, warnings, n_windows = [], [], [], [], [], []
@@ -126,7 +143,7 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         from tasks.evaluation.cv import predict_proba
         from tasks.features.representations import compute
 
-        views: dict[str, np.ndarray] = {}   # members sharing a representation compute it once
+        views: dict[str, np.ndarray] = {}  # members sharing a representation compute it once
         P = []
         for member, est in zip(self.config["members"], self.estimators):
             opts = member.get("feature_opts") or {}
@@ -141,8 +158,10 @@ def low_rate_warning(rate: int, sr: int) -> str:
     """A note for a file recorded below the model's sample rate: its high band is empty, unlike in training."""
     if rate >= sr:
         return ""
-    return (f"recorded at {rate} Hz, below the model's {sr} Hz: nothing above {rate / 2:.0f} Hz, "
-            "so the prediction may be unreliable")
+    return (
+        f"recorded at {rate} Hz, below the model's {sr} Hz: nothing above {rate / 2:.0f} Hz, "
+        "so the prediction may be unreliable"
+    )
 
 
 def as_input_frame(model_input: Any) -> pd.DataFrame:
@@ -156,8 +175,10 @@ def as_input_frame(model_input: Any) -> pd.DataFrame:
     elif isinstance(model_input, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in model_input):
         frame = pd.DataFrame({"path": [str(p) for p in model_input]})
     else:
-        raise TypeError(f"unsupported input {type(model_input).__name__}: pass a DataFrame with a 'path' "
-                        "column, or 'waveform' + 'sample_rate' columns, or a list of file paths")
+        raise TypeError(
+            f"unsupported input {type(model_input).__name__}: pass a DataFrame with a 'path' "
+            "column, or 'waveform' + 'sample_rate' columns, or a list of file paths"
+        )
     if "path" not in frame.columns and "waveform" not in frame.columns:
         raise ValueError(f"input columns {list(frame.columns)}: need 'path', or 'waveform' + 'sample_rate'")
     return frame.reset_index(drop=True)
@@ -167,8 +188,12 @@ def result_frame(proba: np.ndarray, names: list[str], errors: list[str], n_windo
     """label, probability, p_<class>..., n_windows, error; rows with an error have no label."""
     ok = ~np.isnan(proba).any(axis=1)
     best = np.where(ok, np.nan_to_num(proba, nan=-1.0).argmax(axis=1), 0)
-    out = pd.DataFrame({"label": [names[b] if k else None for b, k in zip(best, ok)],
-                        "probability": np.where(ok, proba[np.arange(len(proba)), best], np.nan)})
+    out = pd.DataFrame(
+        {
+            "label": [names[b] if k else None for b, k in zip(best, ok)],
+            "probability": np.where(ok, proba[np.arange(len(proba)), best], np.nan),
+        }
+    )
     for c, name in enumerate(names):
         out[f"p_{name}"] = proba[:, c]
     out["n_windows"] = np.asarray(n_windows, dtype=np.int64)
@@ -215,6 +240,7 @@ def _where(row: dict, i: int) -> str:
 
 # ---------------------------------------------------------------- saving and loading
 
+
 def _estimator_format(estimator) -> tuple[str, str | None]:
     """('keras', 'module:Class') for estimators with their own save/load (KerasClassifier), else ('joblib', None)."""
     cls = type(estimator)
@@ -257,13 +283,23 @@ def _load_combiner(folder: Path | None, cfg: dict):
 
 def signature(class_names: list[str]) -> ModelSignature:
     """Input: path, or waveform + sample_rate (all optional columns); output: label, probability, p_<class>..."""
-    inputs = Schema([ColSpec(DataType.string, "path", required=False),
-                     ColSpec(Array(DataType.double), "waveform", required=False),
-                     ColSpec(DataType.long, "sample_rate", required=False)])
-    outputs = Schema([ColSpec(DataType.string, "label", required=False), ColSpec(DataType.double, "probability"),
-                      *[ColSpec(DataType.double, f"p_{c}") for c in class_names],
-                      ColSpec(DataType.long, "n_windows"), ColSpec(DataType.string, "error"),
-                      ColSpec(DataType.string, "warning", required=False)])
+    inputs = Schema(
+        [
+            ColSpec(DataType.string, "path", required=False),
+            ColSpec(Array(DataType.double), "waveform", required=False),
+            ColSpec(DataType.long, "sample_rate", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, "label", required=False),
+            ColSpec(DataType.double, "probability"),
+            *[ColSpec(DataType.double, f"p_{c}") for c in class_names],
+            ColSpec(DataType.long, "n_windows"),
+            ColSpec(DataType.string, "error"),
+            ColSpec(DataType.string, "warning", required=False),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -314,14 +350,18 @@ def log_audio_model(run_id: str, estimator, *, config: dict, name: str = "model"
     missing = {"sample_rate", "window_s", "features", "class_names", "model_name"} - set(config)
     if missing:
         raise ValueError(f"model config is missing {sorted(missing)}")
-    member = {"name": config.get("configuration", ""), "features": config["features"],
-              "feature_opts": config.get("feature_opts") or {}}
+    member = {
+        "name": config.get("configuration", ""),
+        "features": config["features"],
+        "feature_opts": config.get("feature_opts") or {},
+    }
     rest = {k: v for k, v in config.items() if k not in ("features", "feature_opts")}
     return log_ensemble_model(run_id, [estimator], members=[member], combiner=None, config=rest, name=name)
 
 
-def log_ensemble_model(run_id: str, estimators: list, *, members: list[dict], combiner, config: dict,
-                       name: str = "model"):
+def log_ensemble_model(
+    run_id: str, estimators: list, *, members: list[dict], combiner, config: dict, name: str = "model"
+):
     """Log member estimators and their combiner as ONE pyfunc (model from code) under an existing run.
 
     members: per estimator, name, features and feature_opts (its representation of the shared windows);
@@ -347,20 +387,35 @@ def log_ensemble_model(run_id: str, estimators: list, *, members: list[dict], co
 
             joblib.dump(combiner, tmp / "estimators" / COMBINER_FILE)
         weights = getattr(combiner, "weights_", None)
-        cfg = {"hop_s": float(config["window_s"]) / 2, **config, "class_names": list(config["class_names"]),
-               "members": saved, "combiner": kind, "weights": None if weights is None else [float(w) for w in weights]}
+        cfg = {
+            "hop_s": float(config["window_s"]) / 2,
+            **config,
+            "class_names": list(config["class_names"]),
+            "members": saved,
+            "combiner": kind,
+            "weights": None if weights is None else [float(w) for w in weights],
+        }
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, default=str))
         formats = [m["estimator_format"] for m in saved]
         with fluent_store(tracking_uri()), mlflow.start_run(run_id=run_id):
             return mlflow.pyfunc.log_model(
-                name=name, python_model=str(MODEL_CODE),
+                name=name,
+                python_model=str(MODEL_CODE),
                 artifacts={"estimators": str(tmp / "estimators"), "config": str(tmp / CONFIG_FILE)},
-                code_paths=[str(Path(__file__).resolve().parents[1])],   # the tasks package
-                signature=signature(cfg["class_names"]), input_example=input_example(),
+                code_paths=[str(Path(__file__).resolve().parents[1])],  # the tasks package
+                signature=signature(cfg["class_names"]),
+                input_example=input_example(),
                 pip_requirements=requirements(*formats),
-                metadata={"soundflow": {"model_name": cfg["model_name"], "sample_rate": cfg["sample_rate"],
-                                        "features": [m["features"] for m in saved], "combiner": kind,
-                                        "members": [m.get("name", "") for m in saved]}})
+                metadata={
+                    "soundflow": {
+                        "model_name": cfg["model_name"],
+                        "sample_rate": cfg["sample_rate"],
+                        "features": [m["features"] for m in saved],
+                        "combiner": kind,
+                        "members": [m.get("name", "") for m in saved],
+                    }
+                },
+            )
 
 
 def load_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
@@ -375,12 +430,15 @@ def load_model(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
     if key is not None and (root / key / "MLmodel").is_file():
         return mlflow.pyfunc.load_model(str(root / key))
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".download-"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp), tracking_uri=uri,
-                                                registry_uri=uri)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=model_uri, dst_path=str(tmp), tracking_uri=uri, registry_uri=uri
+    )
     if not (Path(local) / "MLmodel").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
-        raise SoundflowError(f"{model_uri}: no model files at its artifact location (MLmodel missing); "
-                             "were the store's artifacts moved or deleted?")
+        raise SoundflowError(
+            f"{model_uri}: no model files at its artifact location (MLmodel missing); "
+            "were the store's artifacts moved or deleted?"
+        )
     if key is None:
         return mlflow.pyfunc.load_model(local)
     target = root / key
@@ -406,14 +464,16 @@ def _cache_key(model_uri: str, store_uri: str) -> str | None:
     store = digest(store_uri, length=8)
     if "@" in ref:
         name, alias = ref.rsplit("@", 1)
-        return _version_key(store, MlflowClient(tracking_uri=store_uri, registry_uri=store_uri)
-                            .get_model_version_by_alias(name, alias))
+        return _version_key(
+            store, MlflowClient(tracking_uri=store_uri, registry_uri=store_uri).get_model_version_by_alias(name, alias)
+        )
     if "/" in ref:
         name, suffix = ref.split("/", 1)
         if not suffix.isdigit():
             return None
-        return _version_key(store, MlflowClient(tracking_uri=store_uri, registry_uri=store_uri)
-                            .get_model_version(name, suffix))
+        return _version_key(
+            store, MlflowClient(tracking_uri=store_uri, registry_uri=store_uri).get_model_version(name, suffix)
+        )
     return f"{store}/{ref}"
 
 

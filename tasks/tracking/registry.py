@@ -1,6 +1,7 @@
 """The champion: refit the best configuration (one model, or an ensemble's members and its combiner) on every clip,
 log it as one pyfunc, register it, and move the `champion` alias only when it beats the current champion on the
 same folds."""
+
 from __future__ import annotations
 
 import inspect
@@ -46,8 +47,10 @@ def default_model_name() -> str:
         if champion is not None and int(champion.creation_timestamp or 0) > newest:
             best, newest = rm.name, int(champion.creation_timestamp or 0)
     if best is None:
-        raise SoundflowError(f"no registered soundflow model with a @{ALIAS} in {tracking_uri()}: run the case study "
-                             "with --register-champion first, or pass --model")
+        raise SoundflowError(
+            f"no registered soundflow model with a @{ALIAS} in {tracking_uri()}: run the case study "
+            "with --register-champion first, or pass --model"
+        )
     return best
 
 
@@ -60,8 +63,9 @@ def folds_digest(manifest_path: str, splits_path: str) -> str:
     return digest(manifest[cols].to_numpy().tolist(), splits)
 
 
-def refit_full(spec: dict, manifest_path: str, features_path: str, *, aug_features_path: str | None = None,
-               n_jobs: int = 1):
+def refit_full(
+    spec: dict, manifest_path: str, features_path: str, *, aug_features_path: str | None = None, n_jobs: int = 1
+):
     """Fit the configuration `spec` (model, seed, hyper) on all clips (+ their augmented copies if given)."""
     manifest = read_manifest(manifest_path)
     y = manifest["class_id"].to_numpy()
@@ -97,15 +101,18 @@ def decide(new_accuracy: float, new_folds: str, champion) -> tuple[bool, str]:
     except (KeyError, ValueError):
         return True, f"champion v{champion.version} has no {TAG_ACCURACY} tag, so it cannot be compared"
     if old_folds != new_folds:
-        return True, (f"folds differ (champion v{champion.version} on {old_folds}, candidate on {new_folds}): "
-                      f"accuracies {old:.4f} vs {new_accuracy:.4f} are not comparable, the newer model wins")
+        return True, (
+            f"folds differ (champion v{champion.version} on {old_folds}, candidate on {new_folds}): "
+            f"accuracies {old:.4f} vs {new_accuracy:.4f} are not comparable, the newer model wins"
+        )
     if new_accuracy > old:
         return True, f"candidate {new_accuracy:.4f} beats champion v{champion.version} {old:.4f} on the same folds"
     return False, f"candidate {new_accuracy:.4f} does not beat champion v{champion.version} {old:.4f} on the same folds"
 
 
-def register_champion(run_id: str, model_uri: str, *, name: str, cv_accuracy: float, folds_digest: str,
-                      configuration: str = "") -> dict:
+def register_champion(
+    run_id: str, model_uri: str, *, name: str, cv_accuracy: float, folds_digest: str, configuration: str = ""
+) -> dict:
     """Register a new version; move `champion` to it only if it wins (see decide); log the comparison on the run."""
     client = tracking.client()
     try:
@@ -121,13 +128,26 @@ def register_champion(run_id: str, model_uri: str, *, name: str, cv_accuracy: fl
     if move:
         client.set_registered_model_alias(name, ALIAS, mv.version)
     client.set_model_version_tag(name, mv.version, "champion_decision", reason)
-    result = {"name": name, "version": str(mv.version), "alias_moved": move, "reason": reason,
-              "previous_version": str(champion.version) if champion else None,
-              "previous_cv_accuracy": float(champion.tags[TAG_ACCURACY]) if champion and TAG_ACCURACY in champion.tags else None,
-              "cv_accuracy": cv_accuracy, "folds_digest": folds_digest, "configuration": configuration,
-              "uri": f"models:/{name}@{ALIAS}" if move else f"models:/{name}/{mv.version}"}
-    for key, value in {"champion.registered_version": mv.version, "champion.alias_moved": str(move).lower(),
-                       "champion.reason": reason, "champion.previous_version": result["previous_version"] or ""}.items():
+    result = {
+        "name": name,
+        "version": str(mv.version),
+        "alias_moved": move,
+        "reason": reason,
+        "previous_version": str(champion.version) if champion else None,
+        "previous_cv_accuracy": float(champion.tags[TAG_ACCURACY])
+        if champion and TAG_ACCURACY in champion.tags
+        else None,
+        "cv_accuracy": cv_accuracy,
+        "folds_digest": folds_digest,
+        "configuration": configuration,
+        "uri": f"models:/{name}@{ALIAS}" if move else f"models:/{name}/{mv.version}",
+    }
+    for key, value in {
+        "champion.registered_version": mv.version,
+        "champion.alias_moved": str(move).lower(),
+        "champion.reason": reason,
+        "champion.previous_version": result["previous_version"] or "",
+    }.items():
         client.set_tag(run_id, key, str(value)[:5000])
     tracking.log_text(run_id, json.dumps(result, indent=2, default=str), "champion_comparison.json")
     return result
@@ -176,17 +196,24 @@ def fit_combiner(best: dict, manifest_path: str, params: dict) -> Combiner | Non
     kind = best.get("combiner") or best["name"].rsplit(":", 1)[-1]
     if kind in ("weighted", "stacking") and not scored.any():
         raise ValueError(f"{best['name']}: no out-of-fold predictions to fit the {kind} combiner on")
-    return Combiner(kind, method=best.get("optimizer") or params.get("optimizer", "jaya"),
-                    seed=int(best.get("seed", params.get("seed", 0)))).fit(P[:, scored], y[scored])
+    return Combiner(
+        kind,
+        method=best.get("optimizer") or params.get("optimizer", "jaya"),
+        seed=int(best.get("seed", params.get("seed", 0))),
+    ).fit(P[:, scored], y[scored])
 
 
 def _spec_of(best: dict, params: dict) -> dict:
     """The configuration to refit: the CV result's own seed/hyper if present, else the run's parameters."""
     name = best.get("name", "")
     repeat = int(name.rsplit("#", 1)[1]) if "#" in name and name.rsplit("#", 1)[1].isdigit() else 0
-    return {"model": best["model"], "features": best["features"], "augmented": bool(best.get("augmented")),
-            "seed": int(best.get("seed", params.get("seed", 0) + repeat)),
-            "hyper": best.get("hyper", (params.get("hyper") or {}).get(best["model"], {}))}
+    return {
+        "model": best["model"],
+        "features": best["features"],
+        "augmented": bool(best.get("augmented")),
+        "seed": int(best.get("seed", params.get("seed", 0) + repeat)),
+        "hyper": best.get("hyper", (params.get("hyper") or {}).get(best["model"], {})),
+    }
 
 
 @task(cache_policy=NO_CACHE, task_run_name="register {best[name]}")
@@ -208,42 +235,100 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
     name = model_name(params["dataset_name"])
     folds = folds_digest(inputs["manifest"], inputs["splits"])
     champ = current_champion(name)
-    if champ is not None and champ.tags.get("configuration") == configuration and champ.tags.get("folds_digest") == folds \
-            and abs(float(champ.tags.get("cv_accuracy_mean", "nan")) - float(best["cv_accuracy_mean"])) < 5e-7:
+    if (
+        champ is not None
+        and champ.tags.get("configuration") == configuration
+        and champ.tags.get("folds_digest") == folds
+        and abs(float(champ.tags.get("cv_accuracy_mean", "nan")) - float(best["cv_accuracy_mean"])) < 5e-7
+    ):
         # nothing changed since the champion was registered: a warm re-run does not refit it again
         log.info("champion %s v%s is already %s on these folds; not refitting", name, champ.version, configuration)
-        return {"name": name, "version": str(champ.version), "alias_moved": False, "uri": f"models:/{name}@{ALIAS}",
-                "reason": "unchanged: same configuration, folds and CV accuracy as the champion", "run_id": None,
-                "configuration": configuration}
+        return {
+            "name": name,
+            "version": str(champ.version),
+            "alias_moved": False,
+            "uri": f"models:/{name}@{ALIAS}",
+            "reason": "unchanged: same configuration, folds and CV accuracy as the champion",
+            "run_id": None,
+            "configuration": configuration,
+        }
     ensemble = best.get("family") == "ensemble"
-    spec_params = ({"combiner": best.get("combiner"), "members": {f"member{i}": s for i, s in enumerate(specs)}}
-                   if ensemble else specs[0])
-    run_params = {"configuration": best["name"], **spec_params, "registered_model": name, "folds_digest": folds,
-                  "cv_run_id": best.get("run_id", "")}
-    tags = {"soundflow.kind": "champion", "soundflow.config": best["name"],
-            **license_tags(s["features"] for s in specs)}
-    with tracking.run(experiment_id, name="champion-refit", params=run_params, parent_id=parent_id,
-                      tags=tags) as run_id:
+    spec_params = (
+        {"combiner": best.get("combiner"), "members": {f"member{i}": s for i, s in enumerate(specs)}}
+        if ensemble
+        else specs[0]
+    )
+    run_params = {
+        "configuration": best["name"],
+        **spec_params,
+        "registered_model": name,
+        "folds_digest": folds,
+        "cv_run_id": best.get("run_id", ""),
+    }
+    tags = {
+        "soundflow.kind": "champion",
+        "soundflow.config": best["name"],
+        **license_tags(s["features"] for s in specs),
+    }
+    with tracking.run(
+        experiment_id, name="champion-refit", params=run_params, parent_id=parent_id, tags=tags
+    ) as run_id:
         t0 = time.perf_counter()
         estimators = []
         for spec in specs:
             aug_path = inputs.get("aug_features", {}).get(spec["features"]) if spec["augmented"] else None
-            estimators.append(refit_full(spec, inputs["manifest"], inputs["features"][spec["features"]],
-                                         aug_features_path=aug_path, n_jobs=int(params.get("n_jobs", 1))))
+            estimators.append(
+                refit_full(
+                    spec,
+                    inputs["manifest"],
+                    inputs["features"][spec["features"]],
+                    aug_features_path=aug_path,
+                    n_jobs=int(params.get("n_jobs", 1)),
+                )
+            )
         combiner = fit_combiner(best, inputs["manifest"], params)
         refit_s = time.perf_counter() - t0
         names = class_names(read_manifest(inputs["manifest"]))
-        member_cfg = [{"name": m["name"], "features": s["features"],
-                       "feature_opts": resolved_opts(s["features"], (inputs.get("feature_opts") or {}).get(s["features"], {}))}
-                      for m, s in zip(members, specs)]
-        info = log_ensemble_model(run_id, estimators, members=member_cfg, combiner=combiner, config={
-            "model_name": name, "configuration": configuration, "class_names": names,
-            "sample_rate": int(params["sample_rate"]), "window_s": float(params["window_s"]),
-            "hop_s": float(params.get("hop_s") or params["window_s"])})
-        tracking.log_metrics(run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s,
-                                      "n_members": len(members)})
-        result = register_champion(run_id, info.model_uri, name=name, cv_accuracy=float(best["cv_accuracy_mean"]),
-                                   folds_digest=folds, configuration=configuration)
+        member_cfg = [
+            {
+                "name": m["name"],
+                "features": s["features"],
+                "feature_opts": resolved_opts(s["features"], (inputs.get("feature_opts") or {}).get(s["features"], {})),
+            }
+            for m, s in zip(members, specs)
+        ]
+        info = log_ensemble_model(
+            run_id,
+            estimators,
+            members=member_cfg,
+            combiner=combiner,
+            config={
+                "model_name": name,
+                "configuration": configuration,
+                "class_names": names,
+                "sample_rate": int(params["sample_rate"]),
+                "window_s": float(params["window_s"]),
+                "hop_s": float(params.get("hop_s") or params["window_s"]),
+            },
+        )
+        tracking.log_metrics(
+            run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s, "n_members": len(members)}
+        )
+        result = register_champion(
+            run_id,
+            info.model_uri,
+            name=name,
+            cv_accuracy=float(best["cv_accuracy_mean"]),
+            folds_digest=folds,
+            configuration=configuration,
+        )
     log.info("registered %s v%s (%s): %s", name, result["version"], configuration, result["reason"])
-    return {"name": name, "version": result["version"], "alias_moved": result["alias_moved"],
-            "uri": result["uri"], "reason": result["reason"], "run_id": run_id, "configuration": configuration}
+    return {
+        "name": name,
+        "version": result["version"],
+        "alias_moved": result["alias_moved"],
+        "uri": result["uri"],
+        "reason": result["reason"],
+        "run_id": run_id,
+        "configuration": configuration,
+    }

@@ -1,4 +1,5 @@
 """The results table (the book's Table 12-3, from this run), its plot, and where to find them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,16 +12,32 @@ from tasks.cache import save_text
 from tasks.tracking import runs as tracking
 
 # The book's summary (Table 12-3, ESC-10, its own protocol) for side-by-side reading.
-BOOK_TABLE_12_3 = {"gaussian_nb/raw": 28.1, "rf1000/raw": 34.4, "cnn1d": 50.5, "cnn2d_book": 75.5,
-                   "ensemble average": 78.9, "ensemble weighted": 81.1}
+BOOK_TABLE_12_3 = {
+    "gaussian_nb/raw": 28.1,
+    "rf1000/raw": 34.4,
+    "cnn1d": 50.5,
+    "cnn2d_book": 75.5,
+    "ensemble average": 78.9,
+    "ensemble weighted": 81.1,
+}
 
 
 def results_frame(results: list[dict]) -> pd.DataFrame:
     """One row per configuration, best first, accuracies in percent."""
-    rows = [{"configuration": r["name"], "family": r["family"], "features": r["features"],
-             "augmented": r["augmented"], "accuracy_pct": 100 * r["cv_accuracy_mean"],
-             "sem_pct": 100 * r["cv_accuracy_sem"], "macro_f1": r["macro_f1_mean"],
-             "fit_s": r.get("fit_seconds", np.nan), "run_id": r["run_id"]} for r in results]
+    rows = [
+        {
+            "configuration": r["name"],
+            "family": r["family"],
+            "features": r["features"],
+            "augmented": r["augmented"],
+            "accuracy_pct": 100 * r["cv_accuracy_mean"],
+            "sem_pct": 100 * r["cv_accuracy_sem"],
+            "macro_f1": r["macro_f1_mean"],
+            "fit_s": r.get("fit_seconds", np.nan),
+            "run_id": r["run_id"],
+        }
+        for r in results
+    ]
     frame = pd.DataFrame(rows)
     return frame.sort_values("accuracy_pct", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -30,12 +47,15 @@ def markdown_table(frame: pd.DataFrame) -> str:
     lines = ["| configuration | family | features | accuracy (%) | macro F1 |", "|---|---|---|---|---|"]
     for r in frame.itertuples():
         feat = f"{r.features}{' + augmented' if r.augmented else ''}"
-        lines.append(f"| {r.configuration} | {r.family} | {feat} | {r.accuracy_pct:.1f} ± {r.sem_pct:.1f} | {r.macro_f1:.3f} |")
+        lines.append(
+            f"| {r.configuration} | {r.family} | {feat} | {r.accuracy_pct:.1f} ± {r.sem_pct:.1f} | {r.macro_f1:.3f} |"
+        )
     return "\n".join(lines)
 
 
-def comparison_figure(frame: pd.DataFrame, *, title: str = "k-fold accuracy (mean ± SEM)",
-                      chance_pct: float | None = None):
+def comparison_figure(
+    frame: pd.DataFrame, *, title: str = "k-fold accuracy (mean ± SEM)", chance_pct: float | None = None
+):
     """Horizontal bars with error bars, one per configuration."""
     import matplotlib
 
@@ -45,8 +65,13 @@ def comparison_figure(frame: pd.DataFrame, *, title: str = "k-fold accuracy (mea
     f = frame.iloc[::-1]
     colors = {"classical": "#8da0cb", "mlp": "#66c2a5", "cnn1d": "#fc8d62", "cnn2d": "#e78ac3", "ensemble": "#a6d854"}
     fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(f) + 1)))
-    ax.barh(range(len(f)), f["accuracy_pct"], xerr=f["sem_pct"], color=[colors.get(x, "#b3b3b3") for x in f["family"]],
-            error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.barh(
+        range(len(f)),
+        f["accuracy_pct"],
+        xerr=f["sem_pct"],
+        color=[colors.get(x, "#b3b3b3") for x in f["family"]],
+        error_kw={"elinewidth": 0.8, "capsize": 2},
+    )
     ax.set_yticks(range(len(f)), f["configuration"], fontsize=7)
     if chance_pct:
         ax.axvline(chance_pct, color="grey", lw=0.6, ls=":", label="chance")
@@ -105,21 +130,29 @@ def report_task(results: list[dict], parent_id: str, reports_dir: str, n_classes
     url = tracking.run_url(parent_id)
     tracking.log_text(parent_id, md, "report/results.md")
     tracking.log_frame(parent_id, frame, "report/results.csv")
-    tracking.log_figure(parent_id, comparison_figure(frame, chance_pct=100 / n_classes if n_classes else None),
-                        "report/comparison.png")
+    tracking.log_figure(
+        parent_id, comparison_figure(frame, chance_pct=100 / n_classes if n_classes else None), "report/comparison.png"
+    )
     if len(frame):
         best = frame.iloc[0]
         tracking.log_metrics(parent_id, {"best_cv_accuracy_mean": best["accuracy_pct"] / 100})
         tracking.client().set_tag(parent_id, "soundflow.best", best["configuration"])
     table = frame.drop(columns=["run_id"]).round(3).to_dict(orient="records")
-    create_table_artifact(table=table, key="case-study-results",
-                          description=f"Case-study results (k-fold accuracy, mean ± SEM). MLflow parent run: {url}")
-    create_markdown_artifact(markdown=f"# Case study\n\n{md}\n\nMLflow parent run: [{parent_id}]({url})",
-                             key="case-study-report")
+    create_table_artifact(
+        table=table,
+        key="case-study-results",
+        description=f"Case-study results (k-fold accuracy, mean ± SEM). MLflow parent run: {url}",
+    )
+    create_markdown_artifact(
+        markdown=f"# Case study\n\n{md}\n\nMLflow parent run: [{parent_id}]({url})", key="case-study-report"
+    )
     grid = cnn1d_grid(frame)
     if grid is not None:
         tracking.log_frame(parent_id, grid, "report/table_12_1_cnn1d.csv")
-        create_table_artifact(table=grid.to_dict(orient="records"), key="cnn1d-kernel-grid",
-                              description="1D CNNs: accuracy (%) by first kernel (rows) and architecture (the book's Table 12-1 layout)")
+        create_table_artifact(
+            table=grid.to_dict(orient="records"),
+            key="cnn1d-kernel-grid",
+            description="1D CNNs: accuracy (%) by first kernel (rows) and architecture (the book's Table 12-1 layout)",
+        )
     path = save_text(f"{reports_dir}/results.md", md + "\n")
     return str(path)

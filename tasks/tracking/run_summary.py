@@ -1,4 +1,5 @@
 """The few lines a person reads when a case-study run ends: best results, the champion, time, next commands."""
+
 from __future__ import annotations
 
 import shlex
@@ -9,8 +10,9 @@ from tasks.evaluation.progress import duration_text
 def _rows(results: list[dict], n: int) -> list[str]:
     best = sorted(results, key=lambda r: -r["cv_accuracy_mean"])[:n]
     width = max([len(r["name"]) for r in best] + [20])
-    return [f"  {r['name']:<{width}}  {100 * r['cv_accuracy_mean']:5.1f} +- {100 * r['cv_accuracy_sem']:.1f}"
-            for r in best]
+    return [
+        f"  {r['name']:<{width}}  {100 * r['cv_accuracy_mean']:5.1f} +- {100 * r['cv_accuracy_sem']:.1f}" for r in best
+    ]
 
 
 def champion_line(champion: dict | None) -> str:
@@ -18,8 +20,10 @@ def champion_line(champion: dict | None) -> str:
     if not champion:
         return "Champion: not registered by this run (--register-champion refits the best model and registers it)."
     moved = "moved to this version" if champion.get("alias_moved") else "not moved"
-    return (f"Champion: {champion['name']} v{champion['version']} ({champion.get('configuration') or ''}); "
-            f"alias @champion {moved}: {champion.get('reason', '')}.")
+    return (
+        f"Champion: {champion['name']} v{champion['version']} ({champion.get('configuration') or ''}); "
+        f"alias @champion {moved}: {champion.get('reason', '')}."
+    )
 
 
 def next_commands(summary: dict) -> list[str]:
@@ -42,10 +46,14 @@ def summary_text(summary: dict, *, n_models: int = 5, n_ensembles: int = 3) -> s
     results = summary["results_table"]
     singles = [r for r in results if r["family"] != "ensemble"]
     ensembles = [r for r in results if r["family"] == "ensemble"]
-    lines = [f"Case study finished in {duration_text(summary['seconds'])}: {summary['dataset']}, "
-             f"{summary['n_clips']} clips, {summary['protocol']}; {len(singles)} configurations, "
-             f"{len(ensembles)} ensembles (accuracy %, mean +- SEM over folds).", "",
-             f"Best configurations (of {len(singles)}):", *_rows(singles, n_models)]
+    lines = [
+        f"Case study finished in {duration_text(summary['seconds'])}: {summary['dataset']}, "
+        f"{summary['n_clips']} clips, {summary['protocol']}; {len(singles)} configurations, "
+        f"{len(ensembles)} ensembles (accuracy %, mean +- SEM over folds).",
+        "",
+        f"Best configurations (of {len(singles)}):",
+        *_rows(singles, n_models),
+    ]
     if ensembles:
         lines += ["", f"Best ensembles (of {len(ensembles)}):", *_rows(ensembles, n_ensembles)]
     lines += ["", champion_line(summary.get("champion"))]
@@ -66,17 +74,21 @@ def run_description(summary: dict) -> str:
     def pct(r: dict) -> str:
         return f"{100 * r['cv_accuracy_mean']:.1f} +- {100 * r['cv_accuracy_sem']:.1f}%"
 
-    text = (f"Case study on {summary['dataset']} ({summary['n_clips']} clips"
-            f"{', from ' + summary['source'] if summary.get('source') else ''}), preset {summary.get('preset', '?')}: "
-            f"{summary['protocol']} of {len(singles)} model configurations and {len(ensembles)} ensembles, "
-            f"in {duration_text(summary['seconds'])}. Best: {best['name']} at {pct(best)} (mean +- SEM over folds)")
+    text = (
+        f"Case study on {summary['dataset']} ({summary['n_clips']} clips"
+        f"{', from ' + summary['source'] if summary.get('source') else ''}), preset {summary.get('preset', '?')}: "
+        f"{summary['protocol']} of {len(singles)} model configurations and {len(ensembles)} ensembles, "
+        f"in {duration_text(summary['seconds'])}. Best: {best['name']} at {pct(best)} (mean +- SEM over folds)"
+    )
     if best_single is not None and best_single is not best:
         text += f"; best single model {best_single['name']} at {pct(best_single)}"
     champion = summary.get("champion")
     if champion:
         moved = "moved to it" if champion.get("alias_moved") else "not moved"
-        text += (f". Champion: {champion['name']} v{champion['version']} ({champion.get('configuration', '')}), "
-                 f"alias {moved}: {champion.get('reason', '')}.")
+        text += (
+            f". Champion: {champion['name']} v{champion['version']} ({champion.get('configuration', '')}), "
+            f"alias {moved}: {champion.get('reason', '')}."
+        )
     else:
         text += ". No champion registered by this run."
     return text

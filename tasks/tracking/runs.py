@@ -1,4 +1,5 @@
 """All MLflow writes: explicit run ids through MlflowClient, never the thread-local active run."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,9 @@ def ensure_experiment(name: str) -> str:
         if exp.tags.get(EXPERIMENT_KIND) != TRAINING_KIND:
             c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=config.artifact_location(name),
-                               tags={EXPERIMENT_KIND: TRAINING_KIND})
+    return c.create_experiment(
+        name, artifact_location=config.artifact_location(name), tags={EXPERIMENT_KIND: TRAINING_KIND}
+    )
 
 
 def set_description(run_id: str, text: str) -> None:
@@ -71,8 +73,14 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_run(experiment_id: str, *, name: str, params: Mapping[str, Any] | None = None,
-              tags: Mapping[str, str] | None = None, parent_id: str | None = None) -> str:
+def start_run(
+    experiment_id: str,
+    *,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    parent_id: str | None = None,
+) -> str:
     """Create a run (nested under parent_id if given) and log its params; returns the run id."""
     from tasks.tracking.ghosts import process_tags
 
@@ -89,7 +97,7 @@ def log_params(run_id: str, params: Mapping[str, Any]) -> None:
     """Log (flattened) params in batches of 100."""
     items = [Param(k, v) for k, v in flatten(params).items()]
     for i in range(0, len(items), 100):
-        client().log_batch(run_id, params=items[i:i + 100])
+        client().log_batch(run_id, params=items[i : i + 100])
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
@@ -97,7 +105,7 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> 
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and np.isfinite(v)]
     for i in range(0, len(items), 500):
-        client().log_batch(run_id, metrics=items[i:i + 500])
+        client().log_batch(run_id, metrics=items[i : i + 500])
 
 
 def log_series(run_id: str, key: str, values, *, start_step: int = 0) -> None:
@@ -105,7 +113,7 @@ def log_series(run_id: str, key: str, values, *, start_step: int = 0) -> None:
     now = int(time.time() * 1000)
     items = [Metric(key, float(v), now, start_step + i) for i, v in enumerate(values) if np.isfinite(v)]
     for i in range(0, len(items), 500):
-        client().log_batch(run_id, metrics=items[i:i + 500])
+        client().log_batch(run_id, metrics=items[i : i + 500])
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
@@ -154,7 +162,9 @@ def log_file(run_id: str, path: str | Path, artifact_path: str | None = None) ->
     client().log_artifact(run_id, str(path), artifact_path)
 
 
-def log_dataset(run_id: str, manifest: pd.DataFrame, *, name: str, digest: str, source: str, context: str = "training") -> None:
+def log_dataset(
+    run_id: str, manifest: pd.DataFrame, *, name: str, digest: str, source: str, context: str = "training"
+) -> None:
     """Log the manifest as the run's dataset input (the Datasets column of the MLflow UI)."""
     import mlflow.data
     from mlflow.data.dataset_source_registry import get_registered_sources
@@ -166,7 +176,9 @@ def log_dataset(run_id: str, manifest: pd.DataFrame, *, name: str, digest: str, 
     ints = manifest.select_dtypes("integer").columns
     frame = manifest.astype({c: "float64" for c in ints})
     ds = mlflow.data.from_pandas(frame, source=local._resolve(source), name=name, digest=digest, targets="class_id")
-    client().log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+    client().log_inputs(
+        run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+    )
 
 
 def run_url(run_id: str) -> str:
@@ -193,8 +205,11 @@ def _flow_run_tags() -> dict[str, str]:
 
     tags = {}
     if flow_run.id:
-        tags = {"prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_name": str(flow_run.name),
-                "prefect.flow_name": str(flow_run.flow_name)}
+        tags = {
+            "prefect.flow_run_id": str(flow_run.id),
+            "prefect.flow_run_name": str(flow_run.name),
+            "prefect.flow_name": str(flow_run.flow_name),
+        }
     return tags
 
 
@@ -206,11 +221,17 @@ def open_parent_run(experiment: str, params: dict, data: dict) -> tuple[str, str
     manifest_path, dataset_digest = data["manifest"], data["digest"]
     manifest = read_manifest(manifest_path)
     no_groups = any(n.startswith("no group information") for n in data.get("notes", []))
-    tags = {"soundflow.kind": "flow", "soundflow.dataset_digest": dataset_digest,
-            "soundflow.dataset": data.get("name", ""), "soundflow.layout": data.get("layout", ""),
-            "soundflow.recordings": str(data.get("n_recordings", "")), "soundflow.segments": str(len(manifest)),
-            "soundflow.groups": "none: each file is its own group (pass --group-pattern or a group column)"
-            if no_groups else "from the dataset"}
+    tags = {
+        "soundflow.kind": "flow",
+        "soundflow.dataset_digest": dataset_digest,
+        "soundflow.dataset": data.get("name", ""),
+        "soundflow.layout": data.get("layout", ""),
+        "soundflow.recordings": str(data.get("n_recordings", "")),
+        "soundflow.segments": str(len(manifest)),
+        "soundflow.groups": "none: each file is its own group (pass --group-pattern or a group column)"
+        if no_groups
+        else "from the dataset",
+    }
     run_id = start_run(exp_id, name=f"case-study {params.get('preset', '')}".strip(), params=params, tags=tags)
     log_dataset(run_id, manifest, name=experiment, digest=dataset_digest, source=str(Path(manifest_path).resolve()))
     log_file(run_id, manifest_path, "dataset")
@@ -229,7 +250,9 @@ def fail_runs_of_flow_run(flow_run_id: str, status: str = "FAILED") -> int:
     c = client()
     n = 0
     for exp in c.search_experiments():
-        for r in c.search_runs([exp.experiment_id], f"tags.`prefect.flow_run_id` = '{flow_run_id}' and attributes.status = 'RUNNING'"):
+        for r in c.search_runs(
+            [exp.experiment_id], f"tags.`prefect.flow_run_id` = '{flow_run_id}' and attributes.status = 'RUNNING'"
+        ):
             end_run(r.info.run_id, status)
             n += 1
     return n
@@ -249,9 +272,10 @@ def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str 
 
     # an eager call: model.predict would trace a predict function for this one example
     signature = infer_signature(example, np.asarray(model(example, training=False)))
-    with _SAVE_LOCK, tempfile.TemporaryDirectory() as tmp:   # MLflow's save_model is not thread-safe
+    with _SAVE_LOCK, tempfile.TemporaryDirectory() as tmp:  # MLflow's save_model is not thread-safe
         local = Path(tmp) / artifact_path
-        local.mkdir()   # MLflow 3.17's Keras flavor writes the input example before creating the folder
-        mlflow.keras.save_model(model, str(local), signature=signature, input_example=example,
-                                pip_requirements=keras_requirements())
+        local.mkdir()  # MLflow 3.17's Keras flavor writes the input example before creating the folder
+        mlflow.keras.save_model(
+            model, str(local), signature=signature, input_example=example, pip_requirements=keras_requirements()
+        )
         client().log_artifacts(run_id, str(local), artifact_path)
