@@ -63,6 +63,9 @@ def run_preset(name: str, source: str, tmp: Path, *, warm_only: bool) -> dict[st
 
 def main() -> None:
     from tasks.config import SHARED_ESC10
+    from tasks.runtime import quiet_defaults
+
+    quiet_defaults()  # as `soundflow run` does: no telemetry from the temporary Prefect server
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--presets", default="quick,default", help="comma-separated presets, each cold then warm")

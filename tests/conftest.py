@@ -41,3 +41,41 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def esc10_five_second_clips(esc10_dir: Path, per_class: int, held_out: int = 0):
+    """A manifest of the first `per_class` exactly-5-s ESC-10 clips of each class, and `held_out` further
+    (path, label) pairs per class that it leaves out (for prediction tests)."""
+    import pandas as pd
+
+    from tasks.cache import file_sha256
+    from tasks.data.audio import probe
+    from tasks.data.layouts import scan
+
+    listing = scan(esc10_dir)
+    recs = listing.recordings
+    picked, held = [], []
+    for c, label in enumerate(listing.classes):
+        exact = [
+            r
+            for r in recs[recs["label"] == label].to_dict("records")
+            if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01
+        ]
+        picked += [
+            {
+                **r,
+                "recording_id": Path(r["path"]).name,
+                "filename": Path(r["path"]).name,
+                "start_s": 0.0,
+                "duration_s": 5.0,
+                "class_id": c,
+                "content_hash": file_sha256(r["path"]),
+                "sample_rate": 44100,
+                "channels": 1,
+                "recording_duration_s": 5.0,
+                "loudness_db": -20.0,
+            }
+            for r in exact[:per_class]
+        ]
+        held += [(r["path"], label) for r in exact[per_class : per_class + held_out]]
+    return pd.DataFrame(picked), held, listing.classes

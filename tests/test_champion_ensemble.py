@@ -13,9 +13,7 @@ from mlflow import MlflowClient
 from prefect.logging import disable_run_logger
 
 from tasks import config
-from tasks.cache import file_sha256
-from tasks.data.audio import load_audio, probe
-from tasks.data.layouts import scan
+from tasks.data.audio import load_audio
 from tasks.data.manifest import write_manifest
 from tasks.data.split import make_splits, n_folds
 from tasks.evaluation.cv import predict_proba
@@ -27,6 +25,7 @@ from tasks.tracking import pyfunc as serving
 from tasks.tracking import registry
 from tasks.tracking import runs as tracking
 from tasks.tracking.cv_runs import log_configuration_task
+from tests.conftest import esc10_five_second_clips
 
 SR = 22050
 PER_CLASS = 3
@@ -37,33 +36,7 @@ HELD_OUT = 2  # further clips per class, never trained on
 def cv(esc10_dir, tmp_path_factory) -> dict:
     """30 clips, engineered and raw vectors, 3 group folds; CV of 4 configurations and their ensembles (real runs)."""
     out = tmp_path_factory.mktemp("ens")
-    listing = scan(esc10_dir)
-    picked, held = [], []
-    for c, label in enumerate(listing.classes):
-        recs = listing.recordings
-        exact = [
-            r
-            for r in recs[recs["label"] == label].to_dict("records")
-            if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01
-        ]
-        picked += [
-            {
-                **r,
-                "recording_id": Path(r["path"]).name,
-                "filename": Path(r["path"]).name,
-                "start_s": 0.0,
-                "duration_s": 5.0,
-                "class_id": c,
-                "content_hash": file_sha256(r["path"]),
-                "sample_rate": 44100,
-                "channels": 1,
-                "recording_duration_s": 5.0,
-                "loudness_db": -20.0,
-            }
-            for r in exact[:PER_CLASS]
-        ]
-        held += [(r["path"], label) for r in exact[PER_CLASS : PER_CLASS + HELD_OUT]]
-    manifest = pd.DataFrame(picked)
+    manifest, held, classes = esc10_five_second_clips(esc10_dir, PER_CLASS, HELD_OUT)
     write_manifest(out / "manifest.csv", manifest)
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in manifest["path"]])
     feats = {}
@@ -103,7 +76,7 @@ def cv(esc10_dir, tmp_path_factory) -> dict:
         "results": results,
         "held": held,
         "ensembles": {e["name"]: e for e in ensembles},
-        "classes": list(listing.classes),
+        "classes": list(classes),
         "y": manifest["class_id"].to_numpy(),
         "paths": manifest["path"].tolist(),
     }

@@ -10,15 +10,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tasks.cache import file_sha256
-from tasks.data.audio import load_audio, probe
-from tasks.data.layouts import scan
+from tasks.data.audio import load_audio
 from tasks.data.manifest import write_manifest
 from tasks.data.split import make_splits
 from tasks.features.representations import compute
 from tasks.tracking import pyfunc as serving
 from tasks.tracking import registry
 from tasks.tracking import runs as tracking
+from tests.conftest import esc10_five_second_clips
 
 SR = 22050
 PER_CLASS = 3
@@ -36,32 +35,7 @@ def experiment(name: str, folder: Path) -> str:
 def tiny(esc10_dir, tmp_path_factory) -> dict:
     """Manifest, clips, engineered features and splits of 30 real 5 s clips."""
     out = tmp_path_factory.mktemp("tiny")
-    listing = scan(esc10_dir)
-    classes, recs = listing.classes, listing.recordings
-    picked = []
-    for c, label in enumerate(classes):
-        exact = [
-            r
-            for r in recs[recs["label"] == label].to_dict("records")
-            if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01
-        ]
-        picked += [
-            {
-                **r,
-                "recording_id": Path(r["path"]).name,
-                "filename": Path(r["path"]).name,
-                "start_s": 0.0,
-                "duration_s": 5.0,
-                "class_id": c,
-                "content_hash": file_sha256(r["path"]),
-                "sample_rate": 44100,
-                "channels": 1,
-                "recording_duration_s": 5.0,
-                "loudness_db": -20.0,
-            }
-            for r in exact[:PER_CLASS]
-        ]
-    manifest = pd.DataFrame(picked)
+    manifest, _, classes = esc10_five_second_clips(esc10_dir, PER_CLASS)
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in manifest["path"]])
     feats = compute("engineered", clips, SR, n_jobs=1)
     manifest_path, feats_path, splits_path = out / "manifest.csv", out / "engineered.npy", out / "splits.json"
