@@ -194,7 +194,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
         champion = register_task(
             best_config, inputs, {**params.model_dump(), "dataset_name": data["name"]}, exp_id, parent_id
         )
-        champion = {**champion, "configuration": best_config["name"]}
+        champion = {"configuration": best_config["name"], **champion}
     best = max(results, key=lambda r: r["cv_accuracy_mean"])
     summary = {
         "parent_run_id": parent_id,

@@ -205,11 +205,16 @@ def _flow_run_tags() -> dict[str, str]:
 
     tags = {}
     if flow_run.id:
+        # the top-level flow run (the case study), also for runs opened in its cross-validation subflow: failure
+        # hooks and the ghost check look runs up by it
+        root = str(flow_run.root_flow_run_id or flow_run.id)
         tags = {
-            "prefect.flow_run_id": str(flow_run.id),
+            "prefect.flow_run_id": root,
             "prefect.flow_run_name": str(flow_run.name),
             "prefect.flow_name": str(flow_run.flow_name),
         }
+        if root != str(flow_run.id):
+            tags["prefect.subflow_run_id"] = str(flow_run.id)
     return tags
 
 
