@@ -163,6 +163,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
         "features": feats,
         "aug_features": aug_feats,
         "feature_opts": opts,
+        "reuse": params.reuse_results,
     }
 
     log.info("cross-validating %d configurations on %d clips (%s runner)", len(specs), data["n_clips"], params.runner)

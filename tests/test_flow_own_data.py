@@ -43,12 +43,9 @@ def own_dataset(tmp_path_factory) -> Path:
     return root / "labels.csv"
 
 
-@pytest.fixture(scope="module")
-def own_run(prefect_harness, own_dataset):
-    from flows.case_study import case_study
-
-    params = CaseStudyParams(
-        source=str(own_dataset),
+def _params(source, **kw) -> CaseStudyParams:
+    return CaseStudyParams(
+        source=str(source),
         window_s=1.0,
         sample_rate=SR,
         k=2,
@@ -56,9 +53,15 @@ def own_run(prefect_harness, own_dataset):
         models=["logreg", "gaussian_nb"],
         ensembles=["average"],
         ensemble_members=2,
-        register_champion=True,
+        **kw,
     )
-    return case_study(params)
+
+
+@pytest.fixture(scope="module")
+def own_run(prefect_harness, own_dataset):
+    from flows.case_study import case_study
+
+    return case_study(_params(own_dataset, register_champion=True))
 
 
 def test_runs_are_named_per_dataset_and_scored_per_recording(own_run):
@@ -99,3 +102,15 @@ def test_champion_predicts_a_new_long_file(own_run, tmp_path):
     assert [r["label"] for r in rows] == ["1", "2"]
     assert all(r["n_windows"] == 9 for r in rows)
     assert all("below the model's 16000 Hz" in r["warning"] for r in rows)
+
+
+def test_no_reuse_results_retrains_every_fold(own_run, own_dataset):
+    from flows.case_study import case_study
+
+    again = case_study(_params(own_dataset, register_champion=False, reuse_results=False))
+    c = MlflowClient(config.tracking_uri())
+    exp = c.get_run(again["parent_run_id"]).info.experiment_id
+    runs = c.search_runs([exp], f"tags.`mlflow.parentRunId` = '{again['parent_run_id']}'")
+    models = [r for r in runs if r.data.tags.get("soundflow.kind") == "model"]
+    assert models and not [r for r in models if r.data.tags.get("soundflow.reused") == "true"]
+    assert again["results"] == own_run["results"]  # retrained with the same seed: the same numbers

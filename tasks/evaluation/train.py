@@ -46,7 +46,7 @@ def fit_fold(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
     configuration, features, copies and splits) is reused, so an interrupted run resumes fold by fold."""
     out = config_dir(spec, inputs, results_dir)
     path = out / f"fold-{fold}.npz"
-    if path.exists():
+    if path.exists() and inputs.get("reuse", True):  # reuse_results=False (--no-reuse-results) retrains
         return {**_fold_info(path), "name": spec["name"], "fold": fold, "reused": True, "pid": os.getpid()}
     manifest = read_manifest(inputs["manifest"])
     y, groups = manifest["class_id"].to_numpy(), manifest["group"].astype(str).to_numpy()
