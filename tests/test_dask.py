@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks.config import ROOT, SHARED_ESC10
-from tests.test_serve import _free_port, _stop, _wait_http
+from tests.test_serve import _free_port, _stop, _wait_http, mlflow_server_command
 
 pytestmark = pytest.mark.slow
 RUN = [
@@ -86,23 +86,7 @@ def cluster(tmp_path_factory):
                     f"w{i}",
                 ],
             )
-        start(
-            "mlflow",
-            [
-                str(bin_dir / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(m_port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{tmp / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(tmp / "mlartifacts"),
-            ],
-        )
+        start("mlflow", mlflow_server_command(bin_dir, m_port, tmp))
         _wait_http(f"http://127.0.0.1:{m_port}/health", procs["mlflow"], tmp / "mlflow.log")
         yield {
             "address": address,

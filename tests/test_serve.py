@@ -120,6 +120,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def mlflow_server_command(bin_dir: Path, port: int, state_dir: Path) -> list[str]:
+    """`mlflow server` on 127.0.0.1:port, one worker, its store and artifacts under state_dir."""
+    return [
+        str(bin_dir / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{state_dir / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(state_dir / "mlartifacts"),
+    ]
+
+
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -176,20 +194,7 @@ def servers(tmp_path_factory):
         mlog = tmp / "mlflow-server.log"
         procs.append(
             subprocess.Popen(
-                [
-                    str(bin_dir / "mlflow"),
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(m_port),
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    f"sqlite:///{tmp / 'mlflow.db'}",
-                    "--artifacts-destination",
-                    str(tmp / "mlartifacts"),
-                ],
+                mlflow_server_command(bin_dir, m_port, tmp),
                 env=base,
                 cwd=tmp,
                 stdout=mlog.open("w"),
