@@ -111,6 +111,14 @@ def test_proportional_weights_follow_model_accuracy(good_and_noisy):
     assert history == [score] == [(weighted(P, w).argmax(1) == y).mean()]
 
 
+def test_weight_search_on_many_rows_uses_a_seeded_sample():
+    P, y = _good_and_noisy(n=3000)
+    w, _, _ = search_weights(P, y, method="jaya", seed=3, n_iter=20, max_rows=500)
+    again = search_weights(P, y, method="jaya", seed=3, n_iter=20, max_rows=500)
+    np.testing.assert_array_equal(w, again[0])
+    assert w[0] == w.max()  # still finds the model that is always right
+
+
 def test_search_rejects_unknown_names(good_and_noisy):
     P, y = good_and_noisy
     with pytest.raises(EnsembleError, match="pso"):

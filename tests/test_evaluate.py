@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from sklearn.naive_bayes import GaussianNB
 
-from tasks.evaluation.cv import cross_validate, predict_proba, training_set
+from tasks.evaluation.cv import cross_validate, predict_proba
+from tasks.evaluation.rows import training_rows
 from tasks.models.classical import CLASSICAL, make_classical
 
 
@@ -20,7 +21,8 @@ def test_augmented_copies_of_test_clips_never_train(rng):
     # tag each row: augmented copies carry the clip index in their first feature
     X_aug = np.stack([np.full((2, X.shape[1]), i, float) for i in range(len(y))])
     for train, test in splits:
-        Xt, yt, gt = training_set(X, y, groups, train, X_aug)
+        rows, yt, gt = training_rows(X, y, groups, train, X_aug)
+        Xt = np.asarray(rows)
         copies = Xt[len(train) :, 0].astype(int)
         assert set(copies) == set(train.tolist())
         assert set(copies).isdisjoint(test.tolist())

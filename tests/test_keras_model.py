@@ -110,6 +110,31 @@ def test_fit_validation_uses_groups(logmels, monkeypatch):
     assert len(val) and not set(groups[train]) & set(groups[val])
 
 
+def test_trains_and_predicts_from_memory_mapped_rows_a_batch_at_a_time(logmels, tmp_path, monkeypatch):
+    """Rows over .npy files on disk give the same model as the array in memory, and no read takes more than one
+    batch for training (or one chunk for statistics and prediction)."""
+    from tasks.evaluation.rows import Rows, training_rows
+
+    X, y, groups = logmels
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "X_aug.npy", X[:, None] + 0.01)
+    on_disk = np.load(tmp_path / "X.npy", mmap_mode="r")
+    aug = np.load(tmp_path / "X_aug.npy", mmap_mode="r")
+    rows, yt, gt = training_rows(on_disk, y, groups, np.arange(40), aug)
+    reads = []
+    take = Rows.take
+    monkeypatch.setattr(Rows, "take", lambda self, idx: reads.append(len(idx)) or take(self, idx))
+    monkeypatch.setattr("tasks.models.keras_model._CHUNK_BYTES", 4 * 8 * 24 * 10)  # 10 samples per chunk
+    streamed = _augmented(validation=0.0).fit(rows, yt, groups=gt)
+    assert reads and max(reads) <= 10 and sum(reads) > 2 * len(rows)  # statistics pass, then 2 epochs of batches
+    monkeypatch.setattr(Rows, "take", take)
+    in_memory = _augmented(validation=0.0).fit(np.asarray(rows), yt, groups=gt)
+    np.testing.assert_allclose(streamed.mean_, in_memory.mean_, rtol=1e-6)
+    np.testing.assert_array_equal(
+        streamed.predict_proba(Rows(on_disk, np.arange(40, 48))), in_memory.predict_proba(X[40:])
+    )
+
+
 def test_save_load_round_trip(fitted, logmels, tmp_path):
     X, _, _ = logmels
     path = fitted.save(tmp_path / "net.keras")

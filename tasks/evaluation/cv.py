@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Callable
 
 import numpy as np
+
+from tasks.evaluation import rows as rowsets
+from tasks.evaluation.rows import Rows
 
 
 def predict_proba(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
@@ -36,20 +38,6 @@ def _align(p: np.ndarray, classes, n_classes: int) -> np.ndarray:
     return out
 
 
-def training_set(
-    X: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, X_aug: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training rows: the fold's originals plus, if given, their augmented copies (and only theirs)."""
-    if X_aug is None:
-        return X[train], y[train], groups[train]
-    copies = X_aug[train]  # (n_train, n_copies, ...)
-    n_copies = copies.shape[1]
-    Xt = np.concatenate([X[train], copies.reshape((-1,) + X.shape[1:])])
-    yt = np.concatenate([y[train], np.repeat(y[train], n_copies)])
-    gt = np.concatenate([groups[train], np.repeat(groups[train], n_copies)])
-    return Xt, yt, gt
-
-
 def fit_and_score(
     make_estimator: Callable[[], object],
     X: np.ndarray,
@@ -64,24 +52,29 @@ def fit_and_score(
 ) -> dict:
     """One fold: fit on the training rows (+ their copies), score the test rows (+ their copies if asked).
 
+    X and X_aug may be memory-mapped: models that stream (Keras) read them a batch at a time.
+
     Returns the estimator, test probabilities (len(test), C), aug_proba (len(test), n_copies, C) or None,
     fit and predict seconds."""
-    Xt, yt, gt = training_set(X, y, groups, train, X_aug)
+    rows, yt, gt = rowsets.training_rows(X, y, groups, train, X_aug)
     est = make_estimator()
     t0 = time.perf_counter()
-    if "groups" in inspect.signature(est.fit).parameters:
-        est.fit(Xt, yt, groups=gt)
-    else:
-        est.fit(Xt, yt)
+    rowsets.fit(est, rows, yt, gt)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    proba = predict_proba(est, np.asarray(X[test]), n_classes)
+    proba = predict_proba(est, _inputs(est, Rows(X, test)), n_classes)
     pred_s = time.perf_counter() - t0
     aug = None
     if score_aug_test and X_aug is not None:
-        flat = np.asarray(X_aug[test]).reshape((-1,) + X.shape[1:])
-        aug = predict_proba(est, flat, n_classes).reshape(len(test), X_aug.shape[1], n_classes)
+        n_copies = X_aug.shape[1]
+        copies = Rows(X, np.repeat(test, n_copies), np.tile(np.arange(n_copies), len(test)), X_aug)
+        aug = predict_proba(est, _inputs(est, copies), n_classes).reshape(len(test), n_copies, n_classes)
     return {"estimator": est, "proba": proba, "aug_proba": aug, "fit_seconds": fit_s, "predict_seconds": pred_s}
+
+
+def _inputs(estimator, rows: Rows):
+    """What the estimator predicts from: the Rows themselves if it streams them, else their array."""
+    return rows if rowsets.streams(estimator) else np.asarray(rows)
 
 
 def cross_validate(

@@ -131,14 +131,26 @@ def _drop_tie_break(score: float, n: int) -> float:
 
 
 def search_weights(
-    P, y, *, method: str, n_particles: int = 20, n_iter: int = 200, seed: int, objective: str = "accuracy"
+    P,
+    y,
+    *,
+    method: str,
+    n_particles: int = 20,
+    n_iter: int = 200,
+    seed: int,
+    objective: str = "accuracy",
+    max_rows: int = 20_000,
 ) -> tuple[np.ndarray, float, list[float]]:
     """Search ensemble weights on (P, y); returns (weights (m,) summing to 1, best score, best score per iteration).
 
     The score is accuracy (ties broken by log-loss) or, with objective="log_loss", negative log-loss.
     method is one of OPTIMIZERS, or "proportional" for weights proportional to each model's accuracy.
+    Past `max_rows` rows the search runs on a seeded random sample of them (memory and time stay flat).
     """
     P, y = _check(P, y)
+    if len(y) > max_rows:  # each fitness call costs particles x members x rows x classes: a seeded sample suffices
+        keep = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
+        P, y = P[:, keep], y[keep]
     if objective not in ("accuracy", "log_loss"):
         raise EnsembleError(f"objective must be 'accuracy' or 'log_loss', got {objective!r}")
     if method not in WEIGHT_METHODS:

@@ -32,7 +32,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
+from tasks.evaluation.rows import Rows  # noqa: E402
 from tasks.models.nets import MODEL_NAMES, build_model  # noqa: E402
+
+# Samples read from disk per chunk when computing statistics or predicting: about this many bytes at a time.
+_CHUNK_BYTES = 32 << 20
 
 # Keras' global state (layer-name counters, clear_session) is per process, not per thread: two
 # trainings in parallel threads collide ("name 'dense' is used 2 times"), and TensorFlow already
@@ -122,7 +126,7 @@ def learning_curve_figure(history: dict) -> Figure:
 
 
 class KerasClassifier(ClassifierMixin, BaseEstimator):
-    """Train one net from `tasks.models.nets` on arrays; fit/predict/predict_proba like scikit-learn.
+    """Train one net from `tasks.models.nets` on arrays or Rows; fit/predict/predict_proba like scikit-learn.
 
     X is (n, length) or (n, length, 1) for 1D nets, (n, height, width[, channels]) for 2D nets
     (log-mels: (n, n_mels, frames)), (n, features) for the MLP. The time axis (cropped, masked)
@@ -142,6 +146,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
       the softmax over `predict_crops` evenly spaced crops, or (predict_crops=0) runs the full input,
       which needs a net without Flatten (cnn2d_logmel, built with a variable-length time axis).
     """
+
+    reads_rows = True  # fit and predict_proba read Rows batch by batch (tasks/evaluation/rows.py)
 
     def __init__(
         self,
@@ -189,17 +195,19 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, *, groups=None) -> "KerasClassifier":
         """Train a fresh model on (X, y); `groups` keeps each source on one side of the validation split.
 
+        X is an array or Rows (memory-mapped files): batches are read as training needs them, and the
+        standardization statistics are accumulated chunk by chunk, so memory follows the batch size.
         Clears the Keras session, seeds Python/NumPy/TF globally (keras.utils.set_random_seed) and
         turns on TF op determinism for the whole process (measured: no extra CPU time here).
         """
         self._check_params()
         start = time.perf_counter()
-        X = self._as_model_input(np.asarray(X, dtype=np.float32))
+        rows = X if isinstance(X, Rows) else Rows.of(np.asarray(X, dtype=np.float32))
         y = np.asarray(y)
-        if len(X) != len(y):
-            raise ValueError(f"X has {len(X)} samples but y has {len(y)}")
-        if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or infinite values; clean the features before fitting")
+        if len(rows) != len(y):
+            raise ValueError(f"X has {len(rows)} samples but y has {len(y)}")
+        if not len(rows):
+            raise ValueError("X has no samples")
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
 
@@ -210,25 +218,17 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             train_idx, val_idx = grouped_holdout(groups, self.validation, self.seed)
         else:
             train_idx, val_idx = np.arange(len(y)), np.arange(0)
-        x_train = X[train_idx]
-        if not self.standardize:
-            self.mean_, self.std_ = 0.0, 1.0
-        elif x_train.ndim == 2 and self.arch == "mlp":  # feature vectors: each column on its own scale
-            std = x_train.std(axis=0)
-            self.mean_, self.std_ = x_train.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
-        else:
-            self.mean_, self.std_ = float(x_train.mean()), float(x_train.std()) or 1.0
-        x_train = self._scale(x_train)
-        y_train = np.eye(n_classes, dtype=np.float32)[y_idx[train_idx]]
+        self.mean_, self.std_ = self._statistics(rows, train_idx)
+        sample_shape = self._as_model_input(rows.take([0])).shape[1:]
 
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(self.seed))
         tf.config.experimental.enable_op_determinism()
-        self.crop_frames_ = self._crop_size(X.shape[1:])
-        self.input_shape_ = self._model_input_shape(X.shape[1:])
+        self.crop_frames_ = self._crop_size(sample_shape)
+        self.input_shape_ = self._model_input_shape(sample_shape)
         with _own_layer_seeds(int(self.seed)):
             model = build_model(self.arch, self.input_shape_, n_classes, **(self.hyper or {}))
-        steps_per_epoch = math.ceil(len(x_train) / self.batch_size)
+        steps_per_epoch = math.ceil(len(train_idx) / self.batch_size)
         model.compile(
             optimizer=keras.optimizers.Adam(self._learning_rate(steps_per_epoch * self.epochs)),
             loss="categorical_crossentropy",
@@ -237,13 +237,9 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
 
         val_data = None
         if len(val_idx):
-            x_val = self._scale(X[val_idx])
-            if self.crop_frames_:
-                x_val = self._crops(x_val, 1)[0]
-            y_val = np.eye(n_classes, dtype=np.float32)[y_idx[val_idx]]
-            val_data = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(max(self.batch_size, 64))
+            val_data = self._validation_dataset(rows.subset(val_idx), y_idx[val_idx], n_classes, sample_shape)
         hist = model.fit(
-            self._train_dataset(x_train, y_train),
+            self._train_dataset(rows.subset(train_idx), y_idx[train_idx], n_classes, sample_shape),
             epochs=self.epochs,
             steps_per_epoch=steps_per_epoch,
             validation_data=val_data,
@@ -259,6 +255,36 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         self.n_params_ = int(model.count_params())
         self.fit_seconds_ = time.perf_counter() - start
         return self
+
+    def _statistics(self, rows: Rows, train_idx: np.ndarray) -> tuple:
+        """Standardization mean and std of the training samples (per column for the MLP's vectors, else one of
+        each), accumulated chunk by chunk in float64; raises on a NaN or infinite value in any sample."""
+        is_train = np.zeros(len(rows), bool)
+        is_train[train_idx] = True
+        per_column = self.arch == "mlp" and rows.ndim == 2
+        shift, total, squares, count = None, 0.0, 0.0, 0
+        for idx in _chunks(rows):
+            x = rows.take(idx)
+            if not np.isfinite(x).all():
+                raise ValueError(
+                    f"X contains NaN or infinite values (samples {idx[0]}-{idx[-1]}); clean the features before fitting"
+                )
+            x = x[is_train[idx]].astype(np.float64)
+            if not self.standardize or not len(x):
+                continue
+            x = x.reshape(len(x), -1) if per_column else x.reshape(-1)
+            if shift is None:  # sums around a first estimate of the mean: no cancellation in the variance
+                shift = x.mean(axis=0)
+            total = total + (x - shift).sum(axis=0)
+            squares = squares + ((x - shift) ** 2).sum(axis=0)
+            count += len(x)
+        if not self.standardize:
+            return 0.0, 1.0
+        mean = shift + total / count
+        std = np.sqrt(np.maximum(squares / count - (total / count) ** 2, 0.0))
+        if per_column:
+            return mean.astype(np.float32).tolist(), np.where(std > 0, std, 1.0).astype(np.float32).tolist()
+        return float(mean), float(std) or 1.0
 
     def _check_params(self) -> None:
         if self.arch not in MODEL_NAMES:
@@ -280,18 +306,48 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             warmup_steps=warmup,
         )
 
-    def _train_dataset(self, x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
-        """Seeded shuffle, batch, repeat; then per-batch augmentation seeded by (seed, batch number)."""
-        ds = (
-            tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(len(x), seed=int(self.seed), reshuffle_each_iteration=True)
-            .batch(self.batch_size)
-            .repeat()
-        )
+    def _train_dataset(self, rows: Rows, y_idx: np.ndarray, n_classes: int, sample_shape: tuple) -> tf.data.Dataset:
+        """Batches read from `rows` in a seeded random order per epoch, scaled, then augmented per batch (seeded
+        by (seed, batch number)); only a few batches are in memory at a time."""
+        onehot = np.eye(n_classes, dtype=np.float32)
+        rng_seed, size = int(self.seed), self.batch_size
+
+        def batches():
+            rng = np.random.default_rng(rng_seed)
+            while True:
+                order = rng.permutation(len(rows))
+                for start in range(0, len(order), size):
+                    idx = order[start : start + size]
+                    yield self._scale(self._as_model_input(rows.take(idx))), onehot[y_idx[idx]]
+
+        ds = tf.data.Dataset.from_generator(batches, output_signature=self._signature(sample_shape, n_classes))
         ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(
-            self._augment_fn(x.ndim - 1), num_parallel_calls=tf.data.AUTOTUNE
+            self._augment_fn(len(sample_shape)), num_parallel_calls=tf.data.AUTOTUNE
         )
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return ds.prefetch(2)
+
+    def _validation_dataset(self, rows: Rows, y_idx: np.ndarray, n_classes: int, sample_shape: tuple):
+        """The held-out training samples in order, scaled and centre-cropped like training inputs."""
+        onehot, size = np.eye(n_classes, dtype=np.float32), max(self.batch_size, 64)
+
+        def batches():
+            for start in range(0, len(rows), size):
+                idx = np.arange(start, min(start + size, len(rows)))
+                x = self._scale(self._as_model_input(rows.take(idx)))
+                yield (self._crops(x, 1)[0] if self.crop_frames_ else x), onehot[y_idx[idx]]
+
+        shape = list(sample_shape)
+        if self.crop_frames_:
+            shape[self._time_axis(len(sample_shape))] = self.crop_frames_
+        ds = tf.data.Dataset.from_generator(batches, output_signature=self._signature(tuple(shape), n_classes))
+        return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / size)))  # Keras needs its length
+
+    @staticmethod
+    def _signature(sample_shape: tuple, n_classes: int) -> tuple:
+        return (
+            tf.TensorSpec((None, *sample_shape), tf.float32),
+            tf.TensorSpec((None, n_classes), tf.float32),
+        )
 
     def _augment_fn(self, sample_ndim: int):
         time_axis = self._time_axis(sample_ndim) + 1
@@ -323,9 +379,16 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             return self._predict_proba(X)
 
     def _predict_proba(self, X) -> np.ndarray:
-        """Softmax probabilities (n, n_classes), float32; averaged over evenly spaced crops if cropping."""
+        """Softmax probabilities (n, n_classes), float32; averaged over evenly spaced crops if cropping.
+
+        X is an array or Rows, read a chunk at a time."""
         check_is_fitted(self, "model_")
-        X = self._scale(self._as_model_input(np.asarray(X, dtype=np.float32)))
+        rows = X if isinstance(X, Rows) else Rows.of(np.asarray(X, dtype=np.float32))
+        out = [self._predict_chunk(rows.take(idx)) for idx in _chunks(rows)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float32)
+
+    def _predict_chunk(self, x: np.ndarray) -> np.ndarray:
+        X = self._scale(self._as_model_input(x))
         if self.crop_frames_ and self.predict_crops:
             crops = self._crops(X, self.predict_crops)
             probs = self._forward_batches(np.concatenate(crops))
@@ -446,6 +509,14 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"input has {length} frames, fewer than the training crop of {size}")
         starts = [(length - size) // 2] if n_crops == 1 else np.linspace(0, length - size, n_crops).round().astype(int)
         return [np.take(X, np.arange(s, s + size), axis=axis) for s in starts]
+
+
+def _chunks(rows: Rows):
+    """Consecutive position arrays covering `rows`, about _CHUNK_BYTES of float32 samples each."""
+    per_sample = 4 * int(np.prod(rows.shape[1:], dtype=np.int64))
+    size = max(1, _CHUNK_BYTES // max(per_sample, 1))
+    for start in range(0, len(rows), size):
+        yield np.arange(start, min(start + size, len(rows)))
 
 
 def _random_crop(x: tf.Tensor, size: int, axis: int, seed: tf.Tensor) -> tf.Tensor:

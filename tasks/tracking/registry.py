@@ -4,7 +4,6 @@ same folds."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 
@@ -18,7 +17,7 @@ from tasks.cache import digest
 from tasks.config import tracking_uri
 from tasks.data.manifest import class_names, read_manifest
 from tasks.errors import SoundflowError
-from tasks.evaluation.cv import training_set
+from tasks.evaluation import rows as rowsets
 from tasks.evaluation.ensembles import Combiner
 from tasks.features.pretrained import license_tags
 from tasks.features.representations import resolved_opts
@@ -70,13 +69,11 @@ def refit_full(
     manifest = read_manifest(manifest_path)
     y = manifest["class_id"].to_numpy()
     groups = manifest["group"].astype(str).to_numpy()
-    X = np.asarray(np.load(features_path, mmap_mode="r"))
-    X_aug = None if aug_features_path is None else np.asarray(np.load(aug_features_path, mmap_mode="r"))
-    Xt, yt, gt = training_set(X, y, groups, np.arange(len(y)), X_aug)
+    X = np.load(features_path, mmap_mode="r")
+    X_aug = None if aug_features_path is None else np.load(aug_features_path, mmap_mode="r")
+    rows, yt, gt = rowsets.training_rows(X, y, groups, np.arange(len(y)), X_aug)
     est = catalog.make(spec["model"], seed=int(spec.get("seed", 0)), n_jobs=n_jobs, hyper=spec.get("hyper"))()
-    if "groups" in inspect.signature(est.fit).parameters:
-        return est.fit(Xt, yt, groups=gt)
-    return est.fit(Xt, yt)
+    return rowsets.fit(est, rows, yt, gt)
 
 
 def current_champion(name: str, *, client=None):
