@@ -62,19 +62,22 @@ def fit_and_score(
     rowsets.fit(est, rows, yt, gt)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    proba = predict_proba(est, _inputs(est, Rows(X, test)), n_classes)
+    proba = predict_rows(est, Rows(X, test), n_classes)
     pred_s = time.perf_counter() - t0
     aug = None
     if score_aug_test and X_aug is not None:
         n_copies = X_aug.shape[1]
         copies = Rows(X, np.repeat(test, n_copies), np.tile(np.arange(n_copies), len(test)), X_aug)
-        aug = predict_proba(est, _inputs(est, copies), n_classes).reshape(len(test), n_copies, n_classes)
+        aug = predict_rows(est, copies, n_classes).reshape(len(test), n_copies, n_classes)
     return {"estimator": est, "proba": proba, "aug_proba": aug, "fit_seconds": fit_s, "predict_seconds": pred_s}
 
 
-def _inputs(estimator, rows: Rows):
-    """What the estimator predicts from: the Rows themselves if it streams them, else their array."""
-    return rows if rowsets.streams(estimator) else np.asarray(rows)
+def predict_rows(estimator, rows: Rows, n_classes: int, *, chunk: int = 4096) -> np.ndarray:
+    """predict_proba over Rows: streamed to models that read them, else `chunk` rows at a time."""
+    if rowsets.streams(estimator):
+        return predict_proba(estimator, rows, n_classes)
+    out = [predict_proba(estimator, x, n_classes) for x in rows.batches(chunk)]
+    return np.concatenate(out) if out else np.zeros((0, n_classes))
 
 
 def cross_validate(
