@@ -15,6 +15,7 @@ TF_STARTUP_NOISE = re.compile(
     r"|cudart_stub\.cc:\d+\] Could not find cuda drivers|cuda_platform\.cc:\d+\] failed call to cuInit"
     r"|computation placer already registered|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|This TensorFlow binary is optimized to use available CPU instructions|To enable the following instructions"
+    r"|Created TensorFlow Lite XNNPACK delegate for CPU"
 )
 
 

@@ -116,16 +116,20 @@ def _interpreter() -> tuple:
     global _cached
     if _cached is None:
         path = model_path()
+        from tasks.runtime import filtered_native_stderr, start_tensorflow_quietly
+
+        start_tensorflow_quietly()  # TensorFlow's start-up lines filtered out, as for the Keras models
         import tensorflow as tf
 
-        with warnings.catch_warnings():  # tf.lite's deprecation notice and the preserve-all-tensors memory note
+        # Ignored: tf.lite's deprecation notice, the preserve-all-tensors memory note, the XNNPACK start-up line.
+        with warnings.catch_warnings(), filtered_native_stderr():
             warnings.simplefilter("ignore", UserWarning)
             # Without preserve_all_tensors the intermediate GLOBAL_AVG_POOL tensor reads as empty ("data is
             # null"); keeping every tensor costs about 0.2 GB at batch 1.
             interpreter = tf.lite.Interpreter(
                 model_path=str(path), num_threads=_NUM_THREADS, experimental_preserve_all_tensors=True
             )
-        interpreter.allocate_tensors()
+            interpreter.allocate_tensors()
         names = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}
         if _EMBEDDING_TENSOR not in names:
             raise SoundflowError(f"{path}: no tensor {_EMBEDDING_TENSOR!r}; not the BirdNET V2.4 model expected")
