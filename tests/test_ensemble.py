@@ -315,3 +315,50 @@ def test_select_members_mixes_views_then_families_and_breaks_ties_by_log_loss_no
     y = np.array([0, 1])
     sure, unsure = np.array([[0.9, 0.1], [0.1, 0.9]]), np.array([[0.6, 0.4], [0.4, 0.6]])
     assert _log_loss(sure, y) < _log_loss(unsure, y)  # same accuracy, the confident one wins ties
+
+
+def _sure(y: np.ndarray, right: np.ndarray, C: int = N_CLASSES) -> np.ndarray:
+    """0.8 on the true class where `right`; elsewhere 0.4 on the next class (wrong, and less sure of it)."""
+    top = np.where(right, 0.8, 0.4)
+    p = np.repeat(((1 - top) / (C - 1))[:, None], C, axis=1)
+    p[np.arange(len(y)), np.where(right, y, (y + 1) % C)] = top
+    return p
+
+
+def test_forward_select_takes_a_complementary_member_over_a_near_copy_and_leaves_out_noise():
+    from tasks.evaluation.ensemble_cv import forward_select
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, N_CLASSES, 100)
+    a = _sure(y, np.arange(100) < 80)
+    probas = {
+        "a": a,
+        "a_copy": 0.98 * a + 0.02 * _sure(y, np.arange(100) < 81),  # one clip better: ranks first alone
+        "b": _sure(y, (np.arange(100) >= 80) | (np.arange(100) < 45)),  # right where a is wrong
+        "noise": rng.dirichlet(np.full(N_CLASSES, 0.2), size=100),
+    }
+    chosen = forward_select(probas, y, 4)
+    assert chosen[0] == "a_copy" and chosen[1] == "b"
+    assert "noise" not in chosen
+    avg = np.mean([probas[m] for m in chosen], axis=0)
+    assert (avg.argmax(1) == y).mean() > (probas["a_copy"].argmax(1) == y).mean()
+    assert forward_select(dict(reversed(probas.items())), y, 4) == chosen  # arrival order does not matter
+    assert forward_select(probas, y, 1) == ["a_copy"]
+
+
+def test_forward_select_stops_when_no_member_lowers_the_log_loss():
+    from tasks.evaluation.ensemble_cv import forward_select
+
+    P, y = _good_and_noisy()
+    perfect = np.eye(N_CLASSES)[y] * 0.9 + 0.1 / N_CLASSES
+    probas = {"perfect": perfect, "good": P[0], "noisy1": P[1], "noisy2": P[2]}
+    assert forward_select(probas, y, 4) == ["perfect"]
+
+
+def test_fold_safe_members_come_from_the_other_folds_by_forward_selection():
+    P, y, folds = _cheat_on_fold_zero()
+    rng = np.random.default_rng(0)
+    extra = rng.dirichlet(np.ones(P.shape[2]), size=(1, len(y)))
+    res = _safe(np.concatenate([P, extra]), y, folds, combiner="average", n_members=3)
+    assert "m0" not in res["per_fold"][0]["members"][:1]  # the cheat does not lead where it would be scored
+    assert all("m2" not in f["members"] for f in res["per_fold"])  # pure noise never helps the average
