@@ -56,47 +56,6 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)))) if len(y) else 0.0
 
 
-def forward_select(probas: dict[str, np.ndarray], y: np.ndarray, n: int) -> list[str]:
-    """Up to n configurations by greedy forward selection (Caruana et al. 2004) on these rows' probabilities.
-
-    Each step adds the configuration that gives the members' average the lowest log loss (ties: higher accuracy,
-    then the name); it stops when no addition lowers it, so a member that hurts the average is left out.
-    """
-    names = sorted(probas)
-    total = np.zeros(next(iter(probas.values())).shape)
-    chosen: list[str] = []
-    best = np.inf
-    while len(chosen) < n:
-        scores = {}
-        for name in names:
-            if name not in chosen:
-                avg = (total + probas[name]) / (len(chosen) + 1)
-                scores[name] = (_log_loss(avg, y), -float(np.mean(avg.argmax(1) == y)), name)
-        if not scores:
-            break
-        pick = min(scores, key=scores.get)
-        if scores[pick][0] >= best:
-            break
-        best = scores[pick][0]
-        chosen.append(pick)
-        total = total + probas[pick]
-    return chosen
-
-
-def choose_members(
-    probas: dict[str, np.ndarray],
-    family: dict[str, str],
-    y: np.ndarray,
-    rows: np.ndarray,
-    n: int,
-    view: dict[str, str] | None = None,
-) -> list[str]:
-    """forward_select on `rows`; with no scored rows (a hold-out split's training part) select_members' rule."""
-    if len(rows):
-        return forward_select({name: p[rows] for name, p in probas.items()}, y[rows], n)
-    return select_members(dict.fromkeys(probas, 0.0), family, n, None, view)
-
-
 def combine(combiner: str, P_train, y_train, P_test, *, method: str, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Fit `combiner` on training-fold probabilities (if it has anything to fit) and apply it to the test fold."""
     if combiner in FIXED:
@@ -126,7 +85,15 @@ def fold_safe_ensemble(
     per_fold = []
     for train, test in splits:
         train = train[~np.isnan(next(iter(probas.values()))[train, 0])]  # hold-out splits: no OOF rows to fit on
-        members = fixed_members or choose_members(probas, family, y, train, n_members, view)
+        if fixed_members:
+            members = fixed_members
+        else:
+            acc = {
+                name: float(np.mean(p[train].argmax(1) == y[train])) if len(train) else 0.0
+                for name, p in probas.items()
+            }
+            loss = {name: _log_loss(p[train], y[train]) for name, p in probas.items()}
+            members = select_members(acc, family, n_members, loss, view)
         P = np.stack([probas[m] for m in members])
         if len(train) == 0 and combiner not in FIXED:
             raise EnsembleError(f"{combiner} needs out-of-fold training predictions; this split has none (use k-fold)")
@@ -144,14 +111,18 @@ def final_members(
     view: dict[str, str] | None = None,
     fixed_members: list[str] | None = None,
 ) -> list[str]:
-    """The members a deployed ensemble uses: forward_select on every fold's out-of-fold predictions at once.
+    """The members a deployed ensemble uses: select_members on every fold's out-of-fold predictions at once.
 
     In CV each fold chose its members from the other folds, so they can differ per fold; the refitted
     ensemble (the champion) has one set, chosen the same way on all the out-of-fold rows."""
     if fixed_members:
         return list(fixed_members)
     scored = ~np.isnan(np.stack(list(probas.values()))[..., 0]).any(axis=0)
-    return choose_members(probas, family, y, np.flatnonzero(scored), n_members, view)
+    acc = {
+        name: float(np.mean(p[scored].argmax(1) == y[scored])) if scored.any() else 0.0 for name, p in probas.items()
+    }
+    loss = {name: _log_loss(p[scored], y[scored]) for name, p in probas.items()}
+    return select_members(acc, family, n_members, loss, view)
 
 
 @task(cache_policy=NO_CACHE)
