@@ -20,7 +20,7 @@ from tasks.evaluation.ensemble_cv import ensemble_task
 from tasks.evaluation.progress import WorkProgress, estimated_cost
 from tasks.evaluation.train import drop_unavailable, fold_outcome, fold_task, longest_first, plan
 from tasks.features.pretrained import license_tags
-from tasks.features.representations import features_task
+from tasks.features.representations import features_task, rate_of
 from tasks.tracking.audit import audit_task
 from tasks.tracking.cv_runs import log_configuration_task
 from tasks.tracking.ghosts import close_ghosts_task
@@ -136,7 +136,10 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     kinds = sorted({s["features"] for s in specs})
     aug_kinds = sorted({s["features"] for s in specs if s["augmented"]})
     opts = params.feature_opts
-    feats = {k: features_task(data["clips"], k, params.sample_rate, opts.get(k, {}), data_dir) for k in kinds}
+    feats = {
+        k: features_task(data["clips"], k, params.sample_rate, opts.get(k, {}), data_dir, data["manifest"])
+        for k in kinds
+    }
     aug_feats = {}
     if aug_kinds:
         aug_clips = augment_task(
@@ -148,6 +151,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
             data_dir,
             params.n_jobs,
         )
+        # copies exist only as clips: a representation with its own rate is computed from them at the pipeline's
         aug_feats = {k: features_task(aug_clips, k, params.sample_rate, opts.get(k, {}), data_dir) for k in aug_kinds}
     audit = None
     if params.audit:
@@ -163,6 +167,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
         "features": feats,
         "aug_features": aug_feats,
         "feature_opts": opts,
+        "feature_rates": {k: rate_of(k, params.sample_rate) for k in kinds},
         "reuse": params.reuse_results,
     }
 

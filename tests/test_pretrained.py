@@ -163,6 +163,83 @@ def test_cached_features_are_keyed_by_the_embedding_version(tmp_path, monkeypatc
     assert F.features_file(clips_path, "birdnet", 22050, {}, tmp_path / "features") != first
 
 
+def _folders_dataset(root: Path) -> None:
+    """Two classes of 44.1-kHz wav files: 15-kHz tones (above 22,050 Hz clips' Nyquist) and noise bursts; one
+    recording is 8 s long (windows at 0 and 3 s), one 3.5 s (one window, zero-padded)."""
+    import soundfile as sf
+
+    rate = 44100
+    for label, make in (("tone", lambda i, d: _tone(15000 + 500 * i, rate, d)), ("bursts", _noise_bursts)):
+        (root / label).mkdir(parents=True)
+        for i, duration_s in enumerate((5.0, 8.0 if label == "tone" else 3.5)):
+            y = make(i, duration_s) if label == "tone" else make(i, rate, duration_s)
+            sf.write(root / label / f"{label}{i}.wav", y, rate)
+
+
+@needs_model
+def test_birdnet_features_come_from_the_source_audio_at_48_khz(tmp_path):
+    from tasks.data.audio import decode_region
+    from tasks.data.ingest import build
+    from tasks.data.manifest import read_manifest
+
+    _folders_dataset(tmp_path / "mine")
+    data = build(tmp_path / "mine", sr=22050, window_s=5.0, out_dir=tmp_path / "interim", n_jobs=1)
+    manifest = read_manifest(data["manifest"])
+    assert len(manifest) == 5 and F.rate_of("birdnet", 22050) == 48000 and F.rate_of("logmel", 22050) == 22050
+    out = tmp_path / "features"
+    path = F.features_file(data["clips"], "birdnet", 22050, {}, out, manifest_path=data["manifest"])
+    X = np.load(path)
+    for i, row in enumerate(manifest.itertuples()):
+        y, _ = decode_region(row.path, sr=48000, start_s=row.start_s, end_s=row.start_s + row.duration_s)
+        expected = P.birdnet_embedding(np.pad(y, (0, 5 * 48000 - len(y))), 48000)
+        np.testing.assert_allclose(X[i], expected, rtol=1e-5, atol=1e-6)
+    from_clips = np.load(F.features_file(data["clips"], "birdnet", 22050, {}, out))
+    tones = (manifest["label"] == "tone").to_numpy()
+    # a 15-kHz tone survives at 48 kHz and is gone from 22,050-Hz clips, so the two embeddings differ there
+    assert min(_cosine_distance(a, b) for a, b in zip(X[tones], from_clips[tones])) > 0.05
+    assert F.features_file(data["clips"], "birdnet", 22050, {}, out, manifest_path=data["manifest"]) == path
+    edited = manifest.assign(content_hash=manifest["content_hash"].str[::-1])  # a source file that changed
+    edited.to_csv(tmp_path / "edited.csv", index=False)
+    assert F.features_file(data["clips"], "birdnet", 22050, {}, out, manifest_path=tmp_path / "edited.csv") != path
+    with pytest.raises(SoundflowError, match="rows for the 5 clips"):
+        manifest.iloc[:3].to_csv(tmp_path / "short.csv", index=False)
+        F.features_file(data["clips"], "birdnet", 22050, {}, out, manifest_path=tmp_path / "short.csv")
+
+
+@needs_model
+def test_served_model_reads_birdnet_windows_at_the_members_own_rate(tmp_path):
+    import pandas as pd
+
+    from tasks.data.ingest import build
+    from tasks.data.manifest import class_names, read_manifest
+    from tasks.evaluation.cv import predict_proba
+    from tasks.tracking import pyfunc as serving
+    from tasks.tracking import runs as tracking
+
+    _folders_dataset(tmp_path / "mine")
+    data = build(tmp_path / "mine", sr=22050, window_s=5.0, out_dir=tmp_path / "interim", n_jobs=1)
+    manifest = read_manifest(data["manifest"])
+    names, y = class_names(manifest), manifest["class_id"].to_numpy()
+    X = np.load(F.features_file(data["clips"], "birdnet", 22050, {}, tmp_path / "f", manifest_path=data["manifest"]))
+    est = catalog.make("logreg", seed=0)().fit(X, y)
+    exp = tracking.client().create_experiment("test-birdnet-rate", artifact_location=(tmp_path / "a").as_uri())
+    config = {"model_name": "birdnet-rate", "class_names": names, "sample_rate": 22050, "window_s": 5.0, "hop_s": 5.0}
+    member = {"name": "logreg/birdnet", "features": "birdnet", "feature_opts": {}, "sample_rate": 48000}
+    with tracking.run(exp, name="birdnet-rate") as run_id:
+        uri = serving.log_ensemble_model(run_id, [est], members=[member], combiner=None, config=config).model_uri
+    model = serving.load_model(uri)
+    recordings = manifest.drop_duplicates("recording_id")
+    out = model.predict(pd.DataFrame({"path": recordings["path"].tolist()}))
+    assert (out["error"] == "").all() and out["n_windows"].tolist() == manifest.groupby(
+        "recording_id", sort=False
+    ).size().tolist()
+    single = np.flatnonzero(out["n_windows"].to_numpy() == 1)
+    rows = [int(np.flatnonzero(manifest["path"].to_numpy() == recordings["path"].iloc[i])[0]) for i in single]
+    expected = predict_proba(est, X[rows], len(names))  # the training features: read from the sources at 48 kHz
+    got = out[[f"p_{c}" for c in names]].to_numpy()[single]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
 def _write_reference() -> None:
     """Store 32 evenly spaced values and the norm of the reference input's embedding."""
     emb = P.birdnet_embedding(_reference_input(), SR)

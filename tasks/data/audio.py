@@ -58,14 +58,16 @@ def load_checked(
 
 
 def decode_region(path: str | os.PathLike, *, sr: int, start_s: float = float("nan"),
-                  end_s: float = float("nan")) -> tuple[np.ndarray, dict]:
+                  end_s: float = float("nan"), allow_silent: bool = False) -> tuple[np.ndarray, dict]:
     """A whole recording (or its [start_s, end_s) region; NaN = from the start / to the end) as float32 mono
-    at sr Hz, validated, with its probe info; AudioDecodeError naming the file and the reason."""
-    return _decode(Path(path), sr=sr, duration_s=None, start_s=start_s, end_s=end_s)
+    at sr Hz, validated, with its probe info; AudioDecodeError naming the file and the reason.
+
+    allow_silent: a silent region is returned rather than refused (a quiet window of an accepted recording)."""
+    return _decode(Path(path), sr=sr, duration_s=None, start_s=start_s, end_s=end_s, allow_silent=allow_silent)
 
 
 def _decode(path: Path, *, sr: int, duration_s: float | None, start_s: float = float("nan"),
-            end_s: float = float("nan")) -> tuple[np.ndarray, dict]:
+            end_s: float = float("nan"), allow_silent: bool = False) -> tuple[np.ndarray, dict]:
     """Read, validate, downmix, resample and fix the length of one file (or a region of it)."""
     if sr <= 0:
         raise ValueError(f"sr must be a positive number of Hz, got {sr}")
@@ -101,7 +103,7 @@ def _decode(path: Path, *, sr: int, duration_s: float | None, start_s: float = f
     if duration_s is not None:
         y = fix_length(y, n_samples=round(sr * duration_s))
     peak = float(np.max(np.abs(y))) if y.size else 0.0
-    if peak < SILENCE_PEAK:
+    if peak < SILENCE_PEAK and not allow_silent:
         window = "" if duration_s is None else f" in the first {duration_s:g} s"
         raise AudioDecodeError(path, f"all-silent{window} (peak {peak:.1e} < {SILENCE_PEAK:.0e})")
     return np.ascontiguousarray(y, dtype=np.float32), info

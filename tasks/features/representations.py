@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import librosa
 import numpy as np
+import pandas as pd
 import scipy.fft
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -20,6 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from threadpoolctl import threadpool_limits
 
 from tasks.cache import atomic_path, digest, file_key
+from tasks.data.audio import decode_region, fix_length
+from tasks.data.manifest import read_manifest
 from tasks.errors import SoundflowError
 from tasks.features import pretrained
 from tasks.logs import run_logger
@@ -231,6 +234,33 @@ REPRESENTATIONS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
+# Representations computed at their own sample rate from the source audio (the manifest's regions) instead of
+# from the pipeline's clips: BirdNET was trained on 48-kHz audio (ESC-10 hop 1 s, rbf_svm: bench in README).
+OWN_RATES: dict[str, int] = {"birdnet": pretrained.MODEL_SR}
+
+
+def rate_of(kind: str, sr: int) -> int:
+    """The sample rate representation `kind` is computed at: its own if it declares one, else the pipeline's."""
+    return OWN_RATES.get(kind, int(sr))
+
+
+class SourceWindows:
+    """The manifest's segments decoded from their source files at `sr`, each padded or trimmed to `window_s` as
+    the clips are; a lazy sequence (row i is read when asked for)."""
+
+    def __init__(self, manifest: pd.DataFrame, *, sr: int, window_s: float):
+        self.rows = manifest[["path", "start_s", "duration_s"]].astype(object).to_numpy()
+        self.sr, self.n_samples = int(sr), round(sr * window_s)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        path, start_s, duration_s = self.rows[i]
+        y, _ = decode_region(path, sr=self.sr, start_s=start_s, end_s=start_s + duration_s, allow_silent=True)
+        return fix_length(y, n_samples=self.n_samples)
+
+
 def compute(kind: str, clips: np.ndarray, sr: int, *, n_jobs: int = 2, **opts) -> np.ndarray:
     """One representation of every clip: clips (..., L) -> (..., *feature_shape) float32."""
     fn = _representation(kind)
@@ -264,7 +294,13 @@ def resolved_opts(kind: str, opts: dict) -> dict:
 
 
 def _fill(
-    kind: str, fn: Callable[..., np.ndarray], flat: np.ndarray, sr: int, opts: dict, out: np.ndarray, n_jobs: int
+    kind: str,
+    fn: Callable[..., np.ndarray],
+    flat: np.ndarray | SourceWindows,
+    sr: int,
+    opts: dict,
+    out: np.ndarray,
+    n_jobs: int,
 ) -> None:
     """out[i] = fn(flat[i]) in chunks over n_jobs threads (FFTs and BLAS release the GIL), logging every ~10%."""
     log, n, start = run_logger(__name__), len(flat), time.perf_counter()
@@ -291,19 +327,41 @@ def _fill(
                 next_report = done + max(1, n // 10)
 
 
-def features_file(clips_path: Path, kind: str, sr: int, opts: dict, out_dir: Path, *, n_jobs: int = 2) -> Path:
-    """out_dir/<kind>-<digest>.npy of the clips file's representation, computed and written only if missing."""
+def features_file(
+    clips_path: Path,
+    kind: str,
+    sr: int,
+    opts: dict,
+    out_dir: Path,
+    *,
+    n_jobs: int = 2,
+    manifest_path: str | Path | None = None,
+) -> Path:
+    """out_dir/<kind>-<digest>.npy of the clips file's representation, computed and written only if missing.
+
+    With `manifest_path` (one row per clip), a representation that has its own rate (OWN_RATES) is computed from
+    the manifest's source regions decoded at that rate, keyed by their content hashes and regions."""
     clips_path, fn = Path(clips_path), _representation(kind)
-    key = digest(file_key(clips_path), kind, int(sr), opts, _VERSIONS.get(kind, _CACHE_VERSION))
+    clips = np.load(clips_path, mmap_mode="r")
+    flat, rate = clips.reshape(-1, clips.shape[-1]), int(sr)
+    version = _VERSIONS.get(kind, _CACHE_VERSION)
+    if manifest_path is not None and rate_of(kind, sr) != sr:
+        manifest = read_manifest(manifest_path)
+        if len(manifest) != len(flat):
+            raise SoundflowError(f"{manifest_path}: {len(manifest)} rows for the {len(flat)} clips of {clips_path}")
+        rate = rate_of(kind, sr)
+        flat = SourceWindows(manifest, sr=rate, window_s=clips.shape[-1] / sr)
+        regions = manifest[["content_hash", "start_s", "duration_s"]].astype(object).to_numpy().tolist()
+        key = digest("sources", regions, flat.n_samples, kind, rate, opts, version)
+    else:
+        key = digest(file_key(clips_path), kind, rate, opts, version)
     out_path = Path(out_dir) / f"{kind}-{key}.npy"
     if out_path.exists():
         return out_path
-    clips = np.load(clips_path, mmap_mode="r")
-    flat = clips.reshape(-1, clips.shape[-1])
-    shape = fn(np.asarray(flat[0], np.float32), sr, **opts).shape
+    shape = fn(np.asarray(flat[0], np.float32), rate, **opts).shape
     with atomic_path(out_path) as tmp:  # write straight to disk: 8,000 book images are 1.5 GB
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=clips.shape[:-1] + shape)
-        _fill(kind, fn, flat, sr, opts, out.reshape((len(flat),) + shape), n_jobs)  # a view: same mapping
+        _fill(kind, fn, flat, rate, opts, out.reshape((len(flat),) + shape), n_jobs)  # a view: same mapping
         out.flush()
         del out
     return out_path
@@ -330,6 +388,12 @@ def example_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[s
 
 
 @task(cache_policy=NO_CACHE)
-def features_task(clips_path: str, kind: str, sr: int, opts: dict, data_dir: str) -> str:
-    """Compute (or reuse) one representation of a clips file under data_dir/features; return its path."""
-    return str(features_file(Path(clips_path), kind, sr, opts, Path(data_dir) / "features"))
+def features_task(
+    clips_path: str, kind: str, sr: int, opts: dict, data_dir: str, manifest_path: str | None = None
+) -> str:
+    """Compute (or reuse) one representation of a clips file under data_dir/features; return its path.
+
+    manifest_path: the clips' manifest, for representations computed from the source audio at their own rate."""
+    return str(
+        features_file(Path(clips_path), kind, sr, opts, Path(data_dir) / "features", manifest_path=manifest_path)
+    )

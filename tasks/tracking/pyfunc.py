@@ -112,12 +112,16 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         sr, names = int(cfg["sample_rate"]), list(cfg["class_names"])
         window_s = float(cfg.get("window_s") or cfg["duration_s"])  # duration_s: models logged before windows
         window, hop = round(sr * window_s), max(1, round(sr * float(cfg.get("hop_s") or window_s / 2)))
+        own = sorted({int(m.get("sample_rate") or sr) for m in cfg["members"]} - {sr})  # members' own rates
         frame = as_input_frame(model_input)
-        clips, owner, weights, errors, warnings, n_windows = [], [], [], [], [], []
+        clips: dict[int, list] = {rate: [] for rate in (sr, *own)}
+        owner, weights, errors, warnings, n_windows = [], [], [], [], []
         for i, row in enumerate(frame.to_dict("records")):
             try:
                 y, rate = _row_audio(row, sr=sr)
-                w, _ = cut(y, window=window, hop=hop)
+                w, starts = cut(y, window=window, hop=hop)
+                # the same windows (start times) read from the recording at each member's own rate
+                extra = {r: windows_at(_row_audio(row, sr=r)[0], [s / sr for s in starts], window_s, sr=r) for r in own}
             except (SoundflowError, ValueError, TypeError) as exc:
                 errors.append(str(exc) if isinstance(exc, AudioDecodeError) else f"{_where(row, i)}: {exc}")
                 warnings.append("")
@@ -126,20 +130,22 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
             errors.append("")
             warnings.append(low_rate_warning(rate, sr))
             n_windows.append(len(w))
-            clips.append(w)
+            for r, windows in ((sr, w), *extra.items()):
+                clips[r].append(windows)
             owner.extend([i] * len(w))
             weights.append(vote_weights(loudness_db(w), np.zeros(len(w))))
         proba = np.full((len(frame), len(names)), np.nan)
-        if clips:
-            p = self._window_proba(np.concatenate(clips), sr=sr, n_classes=len(names))
+        if owner:
+            p = self._window_proba({r: np.concatenate(c) for r, c in clips.items()}, sr=sr, n_classes=len(names))
             keys, pooled = pool(p, np.asarray(owner), np.concatenate(weights))
             proba[keys.astype(int)] = pooled
         out = result_frame(proba, names, errors, n_windows)
         out["warning"] = warnings
         return out
 
-    def _window_proba(self, clips: np.ndarray, *, sr: int, n_classes: int) -> np.ndarray:
-        """Each member's probabilities on its own representation of the windows, combined (members x windows x C)."""
+    def _window_proba(self, clips: dict[int, np.ndarray], *, sr: int, n_classes: int) -> np.ndarray:
+        """Each member's probabilities on its own representation of the windows (read at the member's rate),
+        combined (members x windows x C)."""
         from tasks.evaluation.cv import predict_proba
         from tasks.features.representations import compute
 
@@ -147,11 +153,22 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         P = []
         for member, est in zip(self.config["members"], self.estimators):
             opts = member.get("feature_opts") or {}
-            key = json.dumps([member["features"], opts], sort_keys=True, default=str)
+            rate = int(member.get("sample_rate") or sr)
+            key = json.dumps([member["features"], opts, rate], sort_keys=True, default=str)
             if key not in views:
-                views[key] = np.asarray(compute(member["features"], clips, sr, n_jobs=1, **opts))
+                views[key] = np.asarray(compute(member["features"], clips[rate], rate, n_jobs=1, **opts))
             P.append(predict_proba(est, views[key], n_classes))
         return self.combiner.predict_proba(np.stack(P))
+
+
+def windows_at(y: np.ndarray, starts_s: list[float], window_s: float, *, sr: int) -> np.ndarray:
+    """(n, window) float32 windows of y (at sr Hz) starting at starts_s, zero-padded past the end."""
+    width = round(sr * window_s)
+    out = np.zeros((len(starts_s), width), np.float32)
+    for i, start_s in enumerate(starts_s):
+        part = y[round(start_s * sr) : round(start_s * sr) + width]
+        out[i, : len(part)] = part
+    return out
 
 
 def low_rate_warning(rate: int, sr: int) -> str:

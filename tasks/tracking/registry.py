@@ -291,6 +291,8 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
                 "name": m["name"],
                 "features": s["features"],
                 "feature_opts": resolved_opts(s["features"], (inputs.get("feature_opts") or {}).get(s["features"], {})),
+                # the rate its features were computed at (a representation's own, from the source audio)
+                "sample_rate": int((inputs.get("feature_rates") or {}).get(s["features"], params["sample_rate"])),
             }
             for m, s in zip(members, specs)
         ]
