@@ -192,6 +192,15 @@ def _state(d: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _needs(d: Path, *keys: str) -> dict:
+    """The state earlier stages left in d; an error naming the stage to run first if a key is missing."""
+    state, first = _state(d), {"data": "ingest", "splits": "ingest", "features": "features_*"}
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise RuntimeError(f"{d / 'state.json'}: no {missing} yet; run the {first[missing[0]]} stage first")
+    return state
+
+
 def _save_state(d: Path, **kw) -> None:
     (d / "state.json").write_text(json.dumps({**_state(d), **kw}, indent=1))
 
@@ -230,7 +239,7 @@ def _stage_ingest(d: Path, n: int) -> dict:
 def _stage_features(d: Path, n: int, kind: str) -> dict:
     from tasks.features.representations import features_file
 
-    state = _state(d)
+    state = _needs(d, "data")
     opts = LOGMEL_OPTS if kind == "logmel" else {}
     path = features_file(Path(state["data"]["clips"]), kind, SR, opts, d / "data" / "features", n_jobs=2)
     _save_state(d, features={**state.get("features", {}), kind: str(path)})
@@ -255,7 +264,7 @@ def _stage_cv_classical(d: Path, n: int) -> dict:
     from tasks.data.split import n_folds
     from tasks.evaluation.train import fit_fold, plan
 
-    state = _state(d)
+    state = _needs(d, "data", "splits", "features")
     inputs = {**_inputs(state), "features": {"engineered": state["features"]["engineered"]}}
     specs = plan(CLASSICAL_MODELS, ["engineered"], [], seed=SEED, repeats={}, hyper={}, n_jobs=2)
     results_dir, out = d / "data" / "results", {"models": {}}
@@ -277,7 +286,7 @@ def _stage_cnn(d: Path, n: int, hyper: dict) -> dict:
     from tasks.evaluation.train import fit_fold, plan
     from tasks.models.catalog import info
 
-    state = _state(d)
+    state = _needs(d, "data", "splits", "features")
     inputs = {**_inputs(state), "features": {"logmel": state["features"]["logmel"]}}
     (spec,) = plan(["cnn2d_logmel"], ["logmel"], [], seed=SEED, repeats={}, hyper={"cnn2d_logmel": hyper}, n_jobs=1)
     fold = fit_fold(spec, inputs, 0, str(d / "data" / "results"))
@@ -319,19 +328,25 @@ def child(stage: str, n: int, d: Path, cnn_hyper: dict) -> None:
 
 
 def run_stage(stage: str, n: int, d: Path, cnn_hyper: dict, logs: Path) -> dict:
-    """One stage in a fresh process: its figures, or {"error": ...} with the tail of its stderr."""
+    """One stage in a fresh process: its figures (+ the disk use of d sampled every 2 s while it ran), or
+    {"error": ...} with the tail of its stderr."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, "--n", str(n), "--dir", str(d),
            "--cnn-hyper", json.dumps(cnn_hyper)]  # fmt: skip
-    err_path = logs / f"{n}-{stage}.stderr"
-    t0 = time.perf_counter()
-    with open(err_path, "w") as err:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=Path(__file__).parents[1])
+    out_path, err_path = logs / f"{n}-{stage}.stdout", logs / f"{n}-{stage}.stderr"
+    t0, disk = time.perf_counter(), dir_bytes(d)
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=Path(__file__).parents[1])
+        while proc.poll() is None:
+            disk = max(disk, dir_bytes(d))
+            time.sleep(2.0)
+    disk = max(disk, dir_bytes(d))
     process_s = time.perf_counter() - t0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    lines = [ln for ln in out_path.read_text(errors="replace").splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(err_path.read_text(errors="replace").splitlines()[-15:])
-        return {"stage": stage, "n": n, "error": f"exit {proc.returncode}; stderr tail ({err_path}):\n{tail}"}
-    return {**json.loads(lines[-1][len(RESULT_TAG) :]), "process_s": process_s}
+        return {"stage": stage, "n": n, "disk_gb": disk / 1e9,
+                "error": f"exit {proc.returncode}; stderr tail ({err_path}):\n{tail}"}  # fmt: skip
+    return {**json.loads(lines[-1][len(RESULT_TAG) :]), "process_s": process_s, "disk_gb": disk / 1e9}
 
 
 def run_size(n: int, root: Path, stages: list[str], cnn_hyper: dict, keep: bool) -> list[dict]:
@@ -347,14 +362,12 @@ def run_size(n: int, root: Path, stages: list[str], cnn_hyper: dict, keep: bool)
     needs = {"ingest": "generate", "features_engineered": "ingest", "features_logmel": "ingest",
              "cv_classical": "features_engineered", "cnn": "features_logmel"}  # fmt: skip
     done: dict[str, dict] = {}
-    disk_peak = 0
     for stage in stages:
         if stage in needs and "error" in done.get(needs[stage], {"error": "not run"}):
             done[stage] = {"stage": stage, "n": n, "error": f"skipped: {needs[stage]} did not finish"}
         else:
             print(f"N={n}: {stage} ...", flush=True)
             done[stage] = run_stage(stage, n, d, cnn_hyper, logs)
-        disk_peak = max(disk_peak, dir_bytes(d))
         res = done[stage]
         if "error" in res:
             print(f"N={n}: {stage} FAILED: {res['error']}", flush=True)
@@ -363,8 +376,6 @@ def run_size(n: int, root: Path, stages: list[str], cnn_hyper: dict, keep: bool)
                   f"anon {res['anon_mb']:.0f} MB", flush=True)  # fmt: skip
     if not keep:
         shutil.rmtree(d, ignore_errors=True)
-    for res in done.values():
-        res["disk_peak_gb"] = disk_peak / 1e9
     return list(done.values())
 
 
@@ -401,11 +412,8 @@ def summary(results: list[dict], sizes: list[int]) -> dict[str, float | str]:
         out.update(cnn_n=last["n"], cnn_samples_per_s=round(last["samples_per_s"], 1),
                    cnn_peak_rss_mb=round(last["rss_mb"], 1), cnn_anon_mb=round(last["anon_mb"], 1),
                    cnn_fold0_accuracy=round(last["fold0_accuracy"], 4))  # fmt: skip
-    gens = [r for r in results if r["stage"] == "generate" and "error" not in r]
-    for r in gens:
-        out[f"generate_s_{r['n']}"] = round(r["wall_s"], 1)
     if results:
-        out["disk_peak_gb"] = round(max(r.get("disk_peak_gb", 0.0) for r in results), 2)
+        out["disk_peak_gb"] = round(max(r.get("disk_gb", 0.0) for r in results), 2)
     out["failed_stages"] = sum("error" in r for r in results)
     return out
 
@@ -468,6 +476,9 @@ def main() -> None:
             results += run_size(n, root, stages, cnn_hyper, args.keep)
     finally:
         print("\n" + table(results) + "\n")
+        for r in results:
+            if "error" in r and not r["error"].startswith("skipped"):
+                print(f"N={r['n']} {r['stage']} failed: {r['error']}\n")
         for key, value in summary(results, sizes).items():
             print(f"{key}={value}")
         if not args.dir and not args.keep:

@@ -81,3 +81,9 @@ def test_summary_leaves_out_failed_stages():
     assert "rss_growth_4k_to_40k" not in out and "throughput_ratio_40k_vs_4k" not in out
     assert out["rss_growth_4k_to_40k_ingest"] == pytest.approx(1.0)
     assert out["failed_stages"] == 1
+
+
+def test_failed_stage_reports_its_stderr(tmp_path):
+    res = scale.run_stage("features_logmel", 400, tmp_path, {}, tmp_path)
+    assert res["stage"] == "features_logmel" and "exit 1" in res["error"]
+    assert "run the ingest stage first" in res["error"]
