@@ -475,7 +475,9 @@ def main() -> None:
             stages = ["generate"] + [s for s in STAGES[1:] if s in asked and (s != "cnn" or n in cnn_sizes)]
             results += run_size(n, root, stages, cnn_hyper, args.keep)
     finally:
-        print("\n" + table(results) + "\n")
+        print("\n" + table(results))
+        print("peak RSS counts the pages of memory-mapped clip and feature files a stage touched (the kernel can\n"
+              "reclaim them); anon MB is the memory the stage and its workers hold themselves\n")  # fmt: skip
         for r in results:
             if "error" in r and not r["error"].startswith("skipped"):
                 print(f"N={r['n']} {r['stage']} failed: {r['error']}\n")
