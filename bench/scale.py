@@ -19,6 +19,8 @@ over 4,000 (flat: well under 2; holding everything: 10), anon_growth_4k_to_40k t
 throughput_ratio_40k_vs_4k = end-to-end clips/s (ingest + features + CV) at 40,000 over 4,000 (linear: ~1),
 cnn_samples_per_s = training samples per second of the CNN (epochs x training rows / fit seconds),
 accuracy_<N> = best classical model's 5-fold CV accuracy (chance 0.1), disk_peak_gb = largest disk use of one N.
+A stage that streams through np.memmap keeps its anon memory flat but its peak RSS grows with the files it maps
+(ingest writes the clip array through one: 10 GB at 40,000); madvise(MADV_DONTNEED) after each block keeps it flat.
 """
 
 from __future__ import annotations
