@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -69,3 +70,17 @@ def file_key(path: str | os.PathLike) -> list:
     """Identity of an input array file: its name (ingest names clip files by content digest) and size."""
     path = Path(path)
     return [path.name, path.stat().st_size]
+
+
+def drop_pages(array: np.ndarray | None) -> None:
+    """Unmap the pages of a memory-mapped array from this process (they stay in the page cache, written ones
+    included): a pass over a file larger than RAM then holds one block, not every page it touched.
+
+    A no-op for arrays in memory. Linux's MADV_DONTNEED on a shared file mapping keeps the data: the next read
+    faults the page back in from the cache or the file."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        mapped = getattr(base, "_mmap", None)
+        base = mapped if mapped is not None else getattr(base, "base", None)
+    if base is not None and not base.closed and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)

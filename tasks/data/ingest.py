@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -21,7 +22,7 @@ from tasks.data.layouts import scan
 from tasks.data.layouts.base import Listing
 from tasks.data.manifest import COLUMNS, has_folds, read_manifest, read_rejected, write_manifest, write_rejected
 from tasks.data.windows import cut, loudness_db
-from tasks.errors import AudioDecodeError, DatasetError
+from tasks.errors import AudioDecodeError, DatasetError, SoundflowError
 from tasks.logs import run_logger
 
 # Bump when decoding or windowing changes, so old cached clip arrays are not reused.
@@ -160,14 +161,15 @@ def _segment_rows(rec: dict, segs: np.ndarray, starts: list[int], info: dict, co
 
 
 def _finish_npy(raw: Path, dest: Path, *, n_rows: int, window: int) -> None:
-    """Turn the scratch file of float32 rows into dest (.npy) atomically, a block at a time."""
-    src = np.memmap(raw, dtype=np.float32, mode="r", shape=(n_rows, window)) if n_rows else np.zeros((0, window))
-    with atomic_path(dest) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_rows, window))
-        for start in range(0, n_rows, _BLOCK):
-            out[start:start + _BLOCK] = src[start:start + _BLOCK]
-        out.flush()
-        del out
+    """Turn the scratch file of float32 rows into dest (.npy) atomically: a header, then the bytes copied a
+    block at a time (plain reads and writes, so no page of either file is held by this process)."""
+    if raw.stat().st_size != n_rows * window * 4:
+        raise SoundflowError(f"{raw}: {raw.stat().st_size} bytes for {n_rows} windows of {window} samples")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (n_rows, window)}
+    with atomic_path(dest) as tmp, open(raw, "rb") as src, open(tmp, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        shutil.copyfileobj(src, out, _BLOCK * window * 4)
 
 
 def _map(job, args: list[tuple], *, n_jobs: int) -> Iterator[tuple]:

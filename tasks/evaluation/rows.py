@@ -12,6 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
+from tasks.cache import drop_pages
+
 
 class Rows:
     """Samples of X (n, ...) and of its augmented copies X_aug (n, n_copies, ...), read on demand."""
@@ -57,6 +59,8 @@ class Rows:
         if (~orig).any():
             flat = self.X_aug.reshape((-1,) + self.shape[1:])  # a view of the memmap: (row, copy) -> one index
             out[~orig] = _gather(flat, row[~orig] * self.X_aug.shape[1] + copy[~orig])
+        drop_pages(self.X)  # a pass over files larger than RAM holds one batch of their pages, not all of them
+        drop_pages(self.X_aug)
         return out
 
     def batches(self, size: int) -> Iterator[np.ndarray]:

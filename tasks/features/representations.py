@@ -20,7 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from threadpoolctl import threadpool_limits
 
-from tasks.cache import atomic_path, digest, file_key
+from tasks.cache import atomic_path, digest, drop_pages, file_key
 from tasks.data.audio import decode_region, fix_length
 from tasks.data.manifest import read_manifest
 from tasks.errors import SoundflowError
@@ -316,6 +316,8 @@ def _fill(
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=max(1, n_jobs)) as pool:
         for count in pool.map(run, chunks):
             done += count
+            drop_pages(out)  # written pages go to the file; this process keeps no more than the chunks in flight
+            drop_pages(flat)
             if done >= next_report or done == n:
                 log.info(
                     "features %s: %d/%d clips (%.0f clips/s)",
