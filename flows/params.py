@@ -74,8 +74,8 @@ class CaseStudyParams(BaseModel):
     )
     hyper: dict[str, dict[str, Any]] = Field(default_factory=dict, description="hyper-parameter overrides per model")
     ensembles: list[str] = Field(
-        default_factory=lambda: ["average", "maximum", "vote", "weighted", "stacking"],
-        description="ensemble combiners over the best configurations",
+        default_factory=lambda: ["average", "maximum", "vote", "weighted", "stacking", "logpool"],
+        description="ensemble combiners over the best configurations (logpool: log-linear pool, weights fitted by log loss)",
     )
     ensemble_members: int = Field(
         5,
@@ -211,7 +211,7 @@ QUICK: dict[str, Any] = {
     "feature_opts": {"birdnet": {"hop_s": 0.5, "pooling": "mean_std"}},  # as in DEFAULT
     "models": ["rbf_svm", "logreg"],
     "augmented": [],
-    "ensembles": ["average", "vote", "weighted", "stacking"],
+    "ensembles": ["average", "vote", "weighted", "stacking", "logpool"],
     "ensemble_members": 3,
 }
 

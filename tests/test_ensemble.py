@@ -7,9 +7,12 @@ import pytest
 
 from tasks.evaluation.ensemble_cv import fold_safe_ensemble
 from tasks.evaluation.ensembles import (
+    Combiner,
     EnsembleError,
     Stacker,
     average,
+    fit_log_pool,
+    log_pool,
     maximum,
     optimistic_weights,
     search_weights,
@@ -172,7 +175,9 @@ def _relabel_fold_to_follow_model(P, y, folds, k, model):
 
 
 @pytest.mark.parametrize("k", [0, 3])
-@pytest.mark.parametrize("combiner,method", [("weighted", "jaya"), ("weighted", "de"), ("stacking", None)])
+@pytest.mark.parametrize(
+    "combiner,method", [("weighted", "jaya"), ("weighted", "de"), ("stacking", None), ("logpool", None)]
+)
 def test_fold_safe_ensembles_never_fit_on_the_scored_folds_labels(good_and_noisy, combiner, method, k):
     P, y = good_and_noisy
     folds = np.arange(len(y)) % 4
@@ -182,7 +187,7 @@ def test_fold_safe_ensembles_never_fit_on_the_scored_folds_labels(good_and_noisy
     after = _safe(P, y2, folds, combiner=combiner, method=method, members=members)
     other = (k + 1) % 4
     np.testing.assert_array_equal(before["proba"][folds == k], after["proba"][folds == k])
-    if combiner == "weighted":
+    if combiner in ("weighted", "logpool"):
         assert before["per_fold"][k]["weights"] == after["per_fold"][k]["weights"]
         # The relabelled fold does move the weights fitted on it, so a leak would have shown above.
         assert after["per_fold"][other]["weights"][1] > before["per_fold"][other]["weights"][1] + 0.05
@@ -323,3 +328,32 @@ def test_select_members_mixes_views_then_families_and_breaks_ties_by_log_loss_no
     y = np.array([0, 1])
     sure, unsure = np.array([[0.9, 0.1], [0.1, 0.9]]), np.array([[0.6, 0.4], [0.4, 0.6]])
     assert _log_loss(sure, y) < _log_loss(unsure, y)  # same accuracy, the confident one wins ties
+
+
+def test_log_pool_gives_noise_no_weight_and_sharpens_a_timid_right_model(good_and_noisy):
+    P, y = good_and_noisy
+    w = fit_log_pool(P, y)
+    assert w[0] > 1.0  # the timid model (0.3 on the true class) is made sharper: a weight above 1 is a temperature
+    assert w[1] < 0.05 * w[0] and w[2] < 0.05 * w[0]  # confident noise is left out
+    pooled = log_pool(P, w)
+    np.testing.assert_allclose(pooled.sum(axis=1), 1.0)
+    assert (pooled.argmax(1) == y).mean() == 1.0
+    assert (average(P).argmax(1) == y).mean() < 1.0  # the plain average is pulled off by the noise
+
+
+def test_log_pool_matches_a_hand_computed_value_and_rejects_bad_weights():
+    P = np.array([[[0.5, 0.5]], [[0.8, 0.2]]])
+    p = log_pool(P, [1.0, 2.0])
+    expected = np.array([0.5 * 0.8**2, 0.5 * 0.2**2])
+    np.testing.assert_allclose(p[0], expected / expected.sum())
+    with pytest.raises(EnsembleError):
+        log_pool(P, [1.0, -1.0])
+
+
+def test_log_pool_combiner_is_fitted_like_the_others_and_needs_fitting(good_and_noisy):
+    P, y = good_and_noisy
+    with pytest.raises(EnsembleError):
+        Combiner("logpool").predict_proba(P)
+    fitted = Combiner("logpool").fit(P, y)
+    np.testing.assert_allclose(fitted.weights_, fit_log_pool(P, y))
+    np.testing.assert_allclose(fitted.predict_proba(P), log_pool(P, fitted.weights_))

@@ -6,12 +6,14 @@ P is always a stack of shape (m models, n clips, C classes); every combiner retu
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 
 from tasks.errors import SoundflowError
 from tasks.evaluation.optimizers import OPTIMIZERS, maximize
 
-COMBINERS = ("average", "maximum", "vote", "weighted", "stacking")
+COMBINERS = ("average", "maximum", "vote", "weighted", "stacking", "logpool")
 WEIGHT_METHODS = OPTIMIZERS + ("proportional",)
 _EPS = 1e-12
 
@@ -72,6 +74,40 @@ def weighted(P, w) -> np.ndarray:
     """Weighted mean of the models' probabilities; w >= 0 is normalized to sum 1."""
     P = _check(P)[0]
     return np.tensordot(_normalize(w, P.shape[0]), P, axes=1)
+
+
+_POOL_FLOOR = 1e-4  # a member's probability is floored here before its log: one hard zero cannot veto a class
+
+
+def log_pool(P, w) -> np.ndarray:
+    """Log-linear pool: softmax of the weighted sum of the models' log-probabilities (w >= 0, not normalized:
+    the weights' size also sets how sharp the result is)."""
+    P = _check(P)[0]
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (P.shape[0],) or np.any(w < 0) or not np.all(np.isfinite(w)):
+        raise EnsembleError(f"logpool weights must be {P.shape[0]} finite values >= 0, got {w!r}")
+    return np.exp(log_softmax(np.tensordot(w, np.log(np.clip(P, _POOL_FLOOR, None)), axes=1), axis=1))
+
+
+def fit_log_pool(P, y) -> np.ndarray:
+    """The log-linear pool's weights (m,) >= 0 that minimize the log loss on (P, y).
+
+    One weight per model both calibrates it (a temperature) and weighs it: a weak or redundant member gets a weight
+    near 0 instead of pulling the average down, and m numbers fitted on a few hundred out-of-fold clips do not
+    overfit the way an accuracy search over weights does. The loss is convex in w (L-BFGS-B, bounds w >= 0)."""
+    P, y = _check(P, y)
+    L = np.log(np.clip(P, _POOL_FLOOR, None))
+    rows = np.arange(len(y))
+
+    def loss_and_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        logp = log_softmax(np.tensordot(w, L, axes=1), axis=1)
+        residual = np.exp(logp)
+        residual[rows, y] -= 1.0
+        return float(-logp[rows, y].mean()), np.einsum("nc,mnc->m", residual, L) / len(y)
+
+    start = np.full(P.shape[0], 1.0 / P.shape[0])
+    res = minimize(loss_and_grad, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * P.shape[0])
+    return np.maximum(res.x, 0.0)
 
 
 class Stacker:
@@ -179,7 +215,7 @@ class Combiner:
     """One ensemble combiner as an estimator over probability stacks: fit (weights or stacker) then predict_proba.
 
     average / maximum / vote fit nothing; weighted searches weights with `method` (100 iterations, as in CV);
-    stacking fits a Stacker. The same object combines a CV fold's members and the champion's refitted members."""
+    stacking fits a Stacker; logpool fits the log-linear pool's weights by log loss (fit_log_pool). The same object combines a CV fold's members and the champion's refitted members."""
 
     def __init__(self, kind: str = "average", method: str = "jaya", seed: int = 0):
         self.kind = kind
@@ -194,6 +230,8 @@ class Combiner:
             self.weights_, _, _ = search_weights(P, y, method=self.method, seed=self.seed, n_iter=100)
         elif self.kind == "stacking":
             self.stacker_ = Stacker().fit(P, y)
+        elif self.kind == "logpool":
+            self.weights_ = fit_log_pool(P, y)
         return self
 
     def predict_proba(self, P) -> np.ndarray:
@@ -203,4 +241,6 @@ class Combiner:
             return fixed[self.kind](P)
         if not hasattr(self, "weights_"):
             raise EnsembleError(f"the {self.kind} combiner must be fitted on out-of-fold probabilities first")
+        if self.kind == "logpool":
+            return log_pool(P, self.weights_)
         return weighted(P, self.weights_) if self.kind == "weighted" else self.stacker_.predict_proba(P)

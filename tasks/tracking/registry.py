@@ -191,7 +191,7 @@ def fit_combiner(best: dict, manifest_path: str, params: dict) -> Combiner | Non
     P = np.stack([np.load(m["proba"]) for m in members_of(best)])
     scored = ~np.isnan(P[..., 0]).any(axis=0)
     kind = best.get("combiner") or best["name"].rsplit(":", 1)[-1]
-    if kind in ("weighted", "stacking") and not scored.any():
+    if kind in ("weighted", "stacking", "logpool") and not scored.any():
         raise ValueError(f"{best['name']}: no out-of-fold predictions to fit the {kind} combiner on")
     return Combiner(
         kind,
