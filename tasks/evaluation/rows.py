@@ -49,18 +49,17 @@ class Rows:
         return Rows(self.X, self.row[idx], self.copy[idx], self.X_aug)
 
     def take(self, idx) -> np.ndarray:
-        """Samples at positions idx as one float32 array, in idx's order (each file read in ascending order)."""
+        """Samples at positions idx as one float32 array, in idx's order (each file read in ascending order, a block
+        at a time: the output is the only copy of the samples, and a file's pages are released after each block)."""
         idx = np.asarray(idx, dtype=np.intp)
         out = np.empty((len(idx),) + self.shape[1:], np.float32)
         row, copy = self.row[idx], self.copy[idx]
         orig = copy < 0
         if orig.any():
-            out[orig] = _gather(self.X, row[orig])
+            _gather_into(out, np.flatnonzero(orig), self.X, row[orig])
         if (~orig).any():
             flat = self.X_aug.reshape((-1,) + self.shape[1:])  # a view of the memmap: (row, copy) -> one index
-            out[~orig] = _gather(flat, row[~orig] * self.X_aug.shape[1] + copy[~orig])
-        drop_pages(self.X)  # a pass over files larger than RAM holds one batch of their pages, not all of them
-        drop_pages(self.X_aug)
+            _gather_into(out, np.flatnonzero(~orig), flat, row[~orig] * self.X_aug.shape[1] + copy[~orig])
         return out
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
@@ -73,12 +72,19 @@ class Rows:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def _gather(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """arr[idx] read in ascending order (sequential pages of a memmap), returned in idx's order."""
+_BLOCK_BYTES = 32 << 20  # read a file this much at a time
+
+
+def _gather_into(out: np.ndarray, dest: np.ndarray, arr: np.ndarray, idx: np.ndarray) -> None:
+    """out[dest] = arr[idx], reading arr in ascending index order (sequential pages of a memmap) about _BLOCK_BYTES at
+    a time and releasing its pages after each block, so no second full-size copy is made."""
     order = np.argsort(idx, kind="stable")
-    out = np.empty((len(idx),) + arr.shape[1:], np.float32)
-    out[order] = arr[idx[order]]
-    return out
+    per_row = max(1, arr[0].nbytes) if len(arr) else 1
+    step = max(1, _BLOCK_BYTES // per_row)
+    for start in range(0, len(order), step):
+        part = order[start : start + step]
+        out[dest[part]] = arr[idx[part]]
+        drop_pages(arr)  # a pass over files larger than RAM holds one block of their pages, not all of them
 
 
 def training_rows(

@@ -308,23 +308,28 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
 
     def _train_dataset(self, rows: Rows, y_idx: np.ndarray, n_classes: int, sample_shape: tuple) -> tf.data.Dataset:
         """Batches in a seeded random order per epoch, scaled, then augmented per batch (seeded by (seed, batch
-        number)). The samples are read from `rows` in blocks of whole batches (about _CHUNK_BYTES each), which
-        TensorFlow cuts into batches: one Python call per block, not per batch (per-batch reads through a generator
-        made an epoch 2-3x slower), and only a block or two is in memory at a time."""
+        number)). Samples are read from `rows` in blocks of whole batches (about _CHUNK_BYTES each) that TensorFlow
+        cuts into batches: one Python call per block, and only a block or two in memory at a time.
+
+        Blocks come through tf.numpy_function over a block counter, not Dataset.from_generator: the generator op
+        sets glibc's M_TRIM_THRESHOLD to 128 kB for the whole process ("Memory patch applied"), after which every
+        training step maps and unmaps its buffers; the log-mel CNN's epochs took twice as long (measured here)."""
         onehot = np.eye(n_classes, dtype=np.float32)
-        rng_seed, size = int(self.seed), self.batch_size
+        seed, size, n = int(self.seed), self.batch_size, len(rows)
         per_sample = 4 * int(np.prod(sample_shape, dtype=np.int64))
         block = size * max(1, _CHUNK_BYTES // max(per_sample * size, 1))
+        per_epoch = math.ceil(n / block)  # an epoch's last block holds its last (short) batch
+        epoch_order: dict[int, np.ndarray] = {}
 
-        def blocks():
-            rng = np.random.default_rng(rng_seed)
-            while True:
-                order = rng.permutation(len(rows))
-                for start in range(0, len(order), block):  # an epoch's last block holds its last (short) batch
-                    idx = order[start : start + block]
-                    yield self._scale(self._as_model_input(rows.take(idx))), onehot[y_idx[idx]]
+        def read_block(k) -> tuple[np.ndarray, np.ndarray]:
+            epoch, b = divmod(int(k), per_epoch)
+            if epoch not in epoch_order:
+                epoch_order.clear()
+                epoch_order[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+            idx = epoch_order[epoch][b * block : (b + 1) * block]
+            return self._scale(self._as_model_input(rows.take(idx))), onehot[y_idx[idx]]
 
-        ds = tf.data.Dataset.from_generator(blocks, output_signature=self._signature(sample_shape, n_classes))
+        ds = tf.data.Dataset.counter().map(lambda k: self._read(read_block, k, sample_shape, n_classes))
         ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(size))
         ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(
             self._augment_fn(len(sample_shape)), num_parallel_calls=tf.data.AUTOTUNE
@@ -335,24 +340,24 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         """The held-out training samples in order, scaled and centre-cropped like training inputs."""
         onehot, size = np.eye(n_classes, dtype=np.float32), max(self.batch_size, 64)
 
-        def batches():
-            for start in range(0, len(rows), size):
-                idx = np.arange(start, min(start + size, len(rows)))
-                x = self._scale(self._as_model_input(rows.take(idx)))
-                yield (self._crops(x, 1)[0] if self.crop_frames_ else x), onehot[y_idx[idx]]
+        def read_batch(k) -> tuple[np.ndarray, np.ndarray]:
+            idx = np.arange(int(k) * size, min((int(k) + 1) * size, len(rows)))
+            x = self._scale(self._as_model_input(rows.take(idx)))
+            return (self._crops(x, 1)[0] if self.crop_frames_ else x), onehot[y_idx[idx]]
 
         shape = list(sample_shape)
         if self.crop_frames_:
             shape[self._time_axis(len(sample_shape))] = self.crop_frames_
-        ds = tf.data.Dataset.from_generator(batches, output_signature=self._signature(tuple(shape), n_classes))
-        return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(len(rows) / size)))  # Keras needs its length
+        n_batches = math.ceil(len(rows) / size)
+        return tf.data.Dataset.range(n_batches).map(lambda k: self._read(read_batch, k, tuple(shape), n_classes))
 
     @staticmethod
-    def _signature(sample_shape: tuple, n_classes: int) -> tuple:
-        return (
-            tf.TensorSpec((None, *sample_shape), tf.float32),
-            tf.TensorSpec((None, n_classes), tf.float32),
-        )
+    def _read(fn, k, sample_shape: tuple, n_classes: int) -> tuple:
+        """fn(k) -> (x, y) arrays, called from the tf.data pipeline, with the shapes Keras needs."""
+        x, y = tf.numpy_function(fn, [k], (tf.float32, tf.float32), stateful=True)
+        x.set_shape((None, *sample_shape))
+        y.set_shape((None, n_classes))
+        return x, y
 
     def _augment_fn(self, sample_ndim: int):
         time_axis = self._time_axis(sample_ndim) + 1
