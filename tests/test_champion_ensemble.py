@@ -60,7 +60,7 @@ def cv(esc10_dir, tmp_path_factory) -> dict:
             results,
             inputs["manifest"],
             inputs["splits"],
-            ["weighted", "stacking", "vote"],
+            ["weighted", "stacking", "vote", "logpool"],
             n_members=3,
             method="jaya",
             seed=0,
@@ -167,7 +167,7 @@ def test_weighted_champion_is_the_refitted_members_and_all_fold_weights(cv, weig
     assert (out["label"] == [cv["classes"][i] for i in y]).mean() >= 0.9  # clips it was refitted on
 
 
-@pytest.mark.parametrize("combiner", ["stacking", "vote"])
+@pytest.mark.parametrize("combiner", ["stacking", "vote", "logpool"])
 def test_other_combiners_package_the_same_way(cv, combiner):
     best = cv["ensembles"][f"ensemble:{combiner}"]
     out = registry.register_task.fn(best, cv["inputs"], _params(f"ens-{combiner}"), cv["exp"], cv["parent"])
