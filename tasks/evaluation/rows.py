@@ -72,15 +72,15 @@ class Rows:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-_BLOCK_BYTES = 32 << 20  # read a file this much at a time
+BLOCK_BYTES = 32 << 20  # samples read from a file at a time (here, by the Keras models and their statistics)
 
 
 def _gather_into(out: np.ndarray, dest: np.ndarray, arr: np.ndarray, idx: np.ndarray) -> None:
-    """out[dest] = arr[idx], reading arr in ascending index order (sequential pages of a memmap) about _BLOCK_BYTES at
+    """out[dest] = arr[idx], reading arr in ascending index order (sequential pages of a memmap) about BLOCK_BYTES at
     a time and releasing its pages after each block, so no second full-size copy is made."""
     order = np.argsort(idx, kind="stable")
     per_row = max(1, arr[0].nbytes) if len(arr) else 1
-    step = max(1, _BLOCK_BYTES // per_row)
+    step = max(1, BLOCK_BYTES // per_row)
     for start in range(0, len(order), step):
         part = order[start : start + step]
         out[dest[part]] = arr[idx[part]]

@@ -32,11 +32,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
-from tasks.evaluation.rows import Rows  # noqa: E402
+from tasks.evaluation.rows import BLOCK_BYTES, Rows  # noqa: E402
 from tasks.models.nets import MODEL_NAMES, build_model  # noqa: E402
 
-# Samples read from disk per chunk when computing statistics or predicting: about this many bytes at a time.
-_CHUNK_BYTES = 32 << 20
+_CHUNK_BYTES = BLOCK_BYTES
 
 # Keras' global state (layer-name counters, clear_session) is per process, not per thread: two
 # trainings in parallel threads collide ("name 'dense' is used 2 times"), and TensorFlow already
