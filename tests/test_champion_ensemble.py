@@ -154,7 +154,7 @@ def test_weighted_champion_is_the_refitted_members_and_all_fold_weights(cv, weig
     y = cv["y"]
     for m, est in zip(inner.config["members"], inner.estimators):
         if m["name"].startswith("gaussian_nb"):
-            assert est[-1].class_count_.sum() == len(y)  # refitted on every clip, not a fold
+            assert est.model_[-1].class_count_.sum() == len(y)  # refitted on every clip, not a fold
     P_oof = np.stack([np.load(m["proba"]) for m in best["final_members"]])
     expected = Combiner("weighted", method="jaya", seed=0).fit(P_oof, y).weights_
     np.testing.assert_allclose(inner.combiner.weights_, expected)

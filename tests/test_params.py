@@ -110,6 +110,8 @@ def test_longest_first_puts_the_cnns_and_augmented_runs_ahead():
 def test_worker_initializer_splits_the_cores(monkeypatch):
     import os
 
+    from threadpoolctl import threadpool_limits
+
     from tasks.evaluation.train import init_worker
 
     for var in (
@@ -119,7 +121,40 @@ def test_worker_initializer_splits_the_cores(monkeypatch):
         "OPENBLAS_NUM_THREADS",
         "MKL_NUM_THREADS",
     ):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # so that the teardown restores what init_worker sets (delenv alone would not)
+        monkeypatch.delenv(var)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    init_worker(2)
+    with threadpool_limits(limits=None):  # restores this process's BLAS threads on exit
+        init_worker(2)
     assert os.environ["TF_NUM_INTRAOP_THREADS"] == "2" and os.environ["TF_NUM_INTEROP_THREADS"] == "1"
+
+
+
+def _blas_threads() -> tuple[int, int]:
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    return os.getpid(), max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_local_runner_workers_run_their_share_of_blas_threads(prefect_harness):
+    """The real process pool: each of its 2 workers gets its share of the cores as BLAS threads (1 on 2 cores, here
+    and in CI), though NumPy and its BLAS are loaded before the initializer runs."""
+    import os
+
+    from prefect import flow, task
+
+    from flows.runners import task_runner
+    from tasks import config
+
+    probe = task(_blas_threads)
+
+    @flow(task_runner=task_runner("local", n_jobs=2))
+    def probe_flow() -> list[tuple[int, int]]:
+        return [f.result() for f in [probe.submit() for _ in range(4)]]
+
+    with config.workers_share_prefect_api():
+        seen = probe_flow()
+    assert {n for _, n in seen} == {max(1, (os.cpu_count() or 1) // 2)}
+    assert all(pid != os.getpid() for pid, _ in seen)

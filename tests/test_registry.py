@@ -87,7 +87,7 @@ def champion(tiny) -> dict:
 
 def test_refit_uses_every_clip(tiny, champion):
     est = champion["estimator"]
-    assert est[-1].class_count_.sum() == len(tiny["paths"])
+    assert est.model_[-1].class_count_.sum() == len(tiny["paths"])
 
 
 def test_champion_reloads_with_identical_probabilities(tiny, champion):

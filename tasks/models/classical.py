@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Callable
 
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
-from sklearn.naive_bayes import GaussianNB
-from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
+
+from tasks.models.streamed import StreamedClassical
 
 RBF_GRID = {"svc__C": [1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.3, 3.0]}
 
@@ -52,22 +52,24 @@ def _rbf(seed: int, n_jobs: int) -> GroupedGridSearch:
     )
 
 
-# name -> factory(seed, n_jobs); every model is scaled inside the fold (scaler fit on training rows only).
+# name -> factory(seed, n_jobs); every model but the forests (trees do not care) is standardized inside the fold
+# (scaler fit on training rows only). Nearest centroid, Gaussian naive Bayes and logistic regression are fitted a block
+# at a time from the feature files (tasks/models/streamed.py): their memory does not grow with the dataset.
 CLASSICAL: dict[str, Callable[[int, int], object]] = {
-    "nearest_centroid": lambda s, j: _scaled(NearestCentroid()),
+    "nearest_centroid": lambda s, j: StreamedClassical("nearest_centroid"),
     "knn3": lambda s, j: _scaled(KNeighborsClassifier(n_neighbors=3)),
     "knn7": lambda s, j: _scaled(KNeighborsClassifier(n_neighbors=7)),
-    "gaussian_nb": lambda s, j: _scaled(GaussianNB()),
-    "rf5": lambda s, j: _scaled(RandomForestClassifier(5, random_state=s, n_jobs=j)),
-    "rf50": lambda s, j: _scaled(RandomForestClassifier(50, random_state=s, n_jobs=j)),
-    "rf500": lambda s, j: _scaled(RandomForestClassifier(500, random_state=s, n_jobs=j)),
-    "rf1000": lambda s, j: _scaled(RandomForestClassifier(1000, random_state=s, n_jobs=j)),
+    "gaussian_nb": lambda s, j: StreamedClassical("gaussian_nb"),
+    "rf5": lambda s, j: RandomForestClassifier(5, random_state=s, n_jobs=j),
+    "rf50": lambda s, j: RandomForestClassifier(50, random_state=s, n_jobs=j),
+    "rf500": lambda s, j: RandomForestClassifier(500, random_state=s, n_jobs=j),
+    "rf1000": lambda s, j: RandomForestClassifier(1000, random_state=s, n_jobs=j),
     "linear_svm_c0.01": lambda s, j: _scaled(LinearSVC(C=0.01, random_state=s, max_iter=5000)),
     "linear_svm_c0.1": lambda s, j: _scaled(LinearSVC(C=0.1, random_state=s, max_iter=5000)),
     "linear_svm_c1": lambda s, j: _scaled(LinearSVC(C=1.0, random_state=s, max_iter=5000)),
     "linear_svm_c10": lambda s, j: _scaled(LinearSVC(C=10.0, random_state=s, max_iter=5000)),
     "rbf_svm": _rbf,
-    "logreg": lambda s, j: _scaled(LogisticRegression(C=0.1, max_iter=2000)),
+    "logreg": lambda s, j: StreamedClassical("logreg", C=0.1, max_iter=2000),
     "mlp_sklearn": lambda s, j: _scaled(MLPClassifier((512, 128), solver="lbfgs", max_iter=200, random_state=s)),
 }
 
