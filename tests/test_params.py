@@ -129,7 +129,6 @@ def test_worker_initializer_splits_the_cores(monkeypatch):
     assert os.environ["TF_NUM_INTRAOP_THREADS"] == "2" and os.environ["TF_NUM_INTEROP_THREADS"] == "1"
 
 
-
 def _blas_threads() -> tuple[int, int]:
     import os
 

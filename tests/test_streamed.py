@@ -88,3 +88,10 @@ def test_one_class_is_a_clear_error():
     X, y = _data(n=50)
     with pytest.raises(ValueError, match="one class"):
         StreamedClassical("nearest_centroid").fit(X, np.zeros(50, int))
+
+
+def test_a_nan_feature_is_a_clear_error():
+    X, y = _data(n=50)
+    X[17, 5] = np.nan
+    with pytest.raises(ValueError, match="training row 17 has a NaN"):
+        StreamedClassical("gaussian_nb").fit(X, y)

@@ -55,6 +55,11 @@ def class_stats(rows: Rows, y_ind: np.ndarray, n_classes: int) -> tuple[np.ndarr
         yb = y_ind[start : start + len(xb)]
         start += len(xb)
         xb = xb.reshape(len(xb), -1)
+        bad = ~np.isfinite(xb).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"training row {start - len(xb) + int(np.argmax(bad))} has a NaN or infinite feature value"
+            )
         for c in np.unique(yb):
             xc = xb[yb == c].astype(np.float64)
             nb, mb = len(xc), xc.mean(axis=0)
