@@ -108,7 +108,7 @@ def add_preset_options(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default=None,
         choices=sorted(PRESETS),
-        help="smoke: seconds (tests/CI); default: every family in ~24 min; book: the full book "
+        help="smoke: seconds (tests/CI); default: every family in ~18 min; book: the full book "
         "reproduction (hours) [default: the params file's preset, else default]",
     )
     parser.add_argument("--params-file", help="JSON file of parameter overrides (applied before the options)")

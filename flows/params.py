@@ -170,7 +170,7 @@ MILD_AUGMENTATION: dict[str, Any] = {
     "stretch_rate": (0.85, 1.15),
 }
 
-# Every family at its best in about 24 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
+# Every family in about 18 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
 # a representative 1D CNN, the compact CNN on log-mels and on PCEN (augmented training folds), and ensembles of the
 # best model of each of the four representations.
 DEFAULT: dict[str, Any] = {
