@@ -195,8 +195,7 @@ class StreamedClassical(ClassifierMixin, BaseEstimator):
     def _each(self, method: str, X) -> np.ndarray:
         if not isinstance(X, Rows):
             return getattr(self.model_, method)(np.asarray(X).reshape(len(X), -1))
-        size = max(1, BLOCK_BYTES // max(1, int(np.prod(X.shape[1:])) * 4))
-        parts = [getattr(self.model_, method)(xb.reshape(len(xb), -1)) for xb in X.batches(size)]
+        parts = [getattr(self.model_, method)(xb.reshape(len(xb), -1)) for xb in blocks(X)]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.classes_)))
 
     def predict_proba(self, X) -> np.ndarray:
