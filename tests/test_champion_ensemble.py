@@ -261,3 +261,24 @@ def test_flow_registers_the_winning_ensemble(flow_run):
     assert float(mv.tags["cv_accuracy_mean"]) == pytest.approx(flow_run["best_accuracy"], abs=1e-6)
     inner = serving.load_model(champion["uri"]).unwrap_python_model()
     assert len(inner.estimators) == 3 and champion["configuration"].count(" + ") == 2
+
+
+def test_members_refitted_side_by_side_match_one_at_a_time(cv):
+    """The champion's members refitted in 2 worker processes (as the flow does with n_jobs=2) are the members
+    refitted one after another in this process, in the members' order, with a log line as each one finishes."""
+    best = cv["ensembles"]["ensemble:weighted"]
+    specs = [registry._spec_of(m, _params("ens-weighted")) for m in registry.members_of(best)]
+    lines: list[str] = []
+
+    class Log:
+        def info(self, msg, *args):
+            lines.append(msg % args)
+
+    alone = registry.refit_members(specs, cv["inputs"], n_jobs=1, log=Log())
+    side = registry.refit_members(specs, cv["inputs"], n_jobs=2, log=Log())
+    assert len(specs) >= 2 and len(alone) == len(side) == len(specs)
+    for spec, a, b in zip(specs, alone, side):
+        X = np.load(cv["inputs"]["features"][spec["features"]])
+        np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-6, atol=1e-9)
+    assert sum("refitted (" in line for line in lines) == 2 * len(specs)
+    assert any("2 at a time" in line for line in lines)

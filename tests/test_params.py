@@ -129,6 +129,34 @@ def test_worker_initializer_splits_the_cores(monkeypatch):
     assert os.environ["TF_NUM_INTRAOP_THREADS"] == "2" and os.environ["TF_NUM_INTEROP_THREADS"] == "1"
 
 
+def test_fold_task_thread_cap_without_a_pool_initializer():
+    """A Dask worker started without a nanny runs no initializer and sets no thread variables: limit_threads (called
+    by every fold task) caps BLAS and TensorFlow at 1 thread there, though NumPy's BLAS started first with a thread
+    per core; with OMP_NUM_THREADS set (a nanny's 1, or a user's), that value wins."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os, numpy\n"
+        "from threadpoolctl import threadpool_info\n"
+        "before = max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas')\n"
+        "from tasks.evaluation.train import limit_threads\n"
+        "limit_threads(1)\n"
+        "after = max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas')\n"
+        "print(json.dumps([before, after, os.environ['TF_NUM_INTRAOP_THREADS']]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS") and not k.startswith("TF_NUM_")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    before, after, tf_threads = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before == (os.cpu_count() or 1) and after == 1 and tf_threads == "1"
+    env["OMP_NUM_THREADS"] = "2"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1])[1:] == [min(2, os.cpu_count() or 1), "2"]
+
+
 def _blas_threads() -> tuple[int, int]:
     import os
 

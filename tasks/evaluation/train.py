@@ -132,6 +132,7 @@ def _epoch_progress(model: str, fn):
 @task(cache_policy=NO_CACHE, task_run_name="fit {spec[name]} fold {fold}")
 def fold_task(spec: dict, inputs: dict, fold: int, results_dir: str) -> dict:
     """One (configuration, fold) unit of parallel work (see fit_fold), with a line per epoch of deep models."""
+    limit_threads(1)  # a no-op in the local pool (its initializer did it); a Dask worker's cap
     log, t0, throttle = get_run_logger(), time.perf_counter(), Throttle(EPOCH_LINE_EVERY_S)
 
     def on_epoch(epoch: int, epochs: int, logs: dict) -> None:
@@ -186,14 +187,23 @@ def init_worker(n_workers: int) -> None:
     each (bench/train.py)."""
     import os
 
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, n_workers)))
+    limit_threads(max(1, (os.cpu_count() or 1) // max(1, n_workers)))
+
+
+def limit_threads(default: int) -> None:
+    """Cap this process's TensorFlow and BLAS threads: at OMP_NUM_THREADS if something set it (a Dask nanny sets
+    1), else at `default`. Runs in the local pool's initializer and again at the start of every fold task, so a
+    Dask worker started without a nanny gets the same cap (too late for a TensorFlow already started there)."""
+    import os
+
+    threads = os.environ.get("OMP_NUM_THREADS") or str(default)
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's native log lines (see tasks/runtime.py)
-    # The variables come too late for BLAS: unpickling this initializer in the spawned worker imported NumPy, whose
-    # OpenBLAS sized its pool from the core count. Set it now: two workers x two spinning BLAS threads on 2 cores ran
-    # the logistic regression's small products 40x slower (12-25 s per ESC-10 fold against 0.3 s).
+    # The variables come too late for BLAS: unpickling the initializer (or the task) in the worker imported NumPy,
+    # whose OpenBLAS sized its pool from the core count. Set it now: two workers x two spinning BLAS threads on 2
+    # cores ran the logistic regression's small products 40x slower (12-25 s per ESC-10 fold against 0.3 s).
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")

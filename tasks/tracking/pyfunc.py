@@ -81,7 +81,7 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
         cfg = json.loads(Path(context.artifacts["config"]).read_text())
         if "members" in cfg:
             folder = Path(context.artifacts["estimators"])
-            self.estimators = [_load_estimator(folder / str(i), m) for i, m in enumerate(cfg["members"])]
+            self.estimators = [load_estimator(folder / str(i), m) for i, m in enumerate(cfg["members"])]
             self.combiner = _load_combiner(folder, cfg)
         else:  # a single-model pyfunc logged before ensembles: its estimator artifact and top-level features
             cfg["members"] = [
@@ -93,7 +93,7 @@ class AudioClassifier(mlflow.pyfunc.PythonModel):
                     "estimator_class": cfg.get("estimator_class"),
                 }
             ]
-            self.estimators = [_load_estimator(Path(context.artifacts["estimator"]), cfg)]
+            self.estimators = [load_estimator(Path(context.artifacts["estimator"]), cfg)]
             self.combiner = _load_combiner(None, {"combiner": "average"})
         self.config = cfg
         import tasks.evaluation.cv  # noqa: F401  (bind the code predict needs while the model folder is at hand)
@@ -266,7 +266,8 @@ def _estimator_format(estimator) -> tuple[str, str | None]:
     return "joblib", None
 
 
-def _save_estimator(estimator, folder: Path) -> tuple[str, str | None]:
+def save_estimator(estimator, folder: Path) -> tuple[str, str | None]:
+    """Write a fitted estimator into `folder` in its own format; returns (format, class) for load_estimator."""
     fmt, cls = _estimator_format(estimator)
     folder.mkdir(parents=True, exist_ok=True)
     if fmt == "keras":
@@ -278,7 +279,8 @@ def _save_estimator(estimator, folder: Path) -> tuple[str, str | None]:
     return fmt, cls
 
 
-def _load_estimator(folder: Path, cfg: dict):
+def load_estimator(folder: Path, cfg: dict):
+    """The estimator save_estimator wrote; cfg holds its estimator_format and estimator_class."""
     if cfg.get("estimator_format") == "keras":
         module, name = cfg["estimator_class"].split(":")
         return getattr(importlib.import_module(module), name).load(folder / "estimator.keras")
@@ -396,7 +398,7 @@ def log_ensemble_model(
         tmp = Path(tmp)
         saved = []
         for i, (est, member) in enumerate(zip(estimators, members)):
-            fmt, cls = _save_estimator(est, tmp / "estimators" / str(i))
+            fmt, cls = save_estimator(est, tmp / "estimators" / str(i))
             saved.append({"feature_opts": {}, **member, "estimator_format": fmt, "estimator_class": cls})
         kind = "average" if combiner is None else combiner.kind
         if combiner is not None and kind not in ("average", "maximum", "vote"):

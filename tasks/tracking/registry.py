@@ -5,7 +5,11 @@ same folds."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +28,7 @@ from tasks.features.representations import resolved_opts
 from tasks.logs import run_logger
 from tasks.models import catalog
 from tasks.tracking import runs as tracking
-from tasks.tracking.pyfunc import log_ensemble_model
+from tasks.tracking.pyfunc import load_estimator, log_ensemble_model, save_estimator
 
 ALIAS = "champion"
 TAG_ACCURACY = "cv_accuracy_mean"
@@ -74,6 +78,59 @@ def refit_full(
     rows, yt, gt = rowsets.training_rows(X, y, groups, np.arange(len(y)), X_aug)
     est = catalog.make(spec["model"], seed=int(spec.get("seed", 0)), n_jobs=n_jobs, hyper=spec.get("hyper"))()
     return rowsets.fit(est, rows, yt, gt)
+
+
+def _refit_saved(spec: dict, manifest_path: str, features_path: str, aug_path: str | None, folder: str) -> dict:
+    """refit_full in a worker process; the estimator goes to `folder` (its own format), the format comes back."""
+    t0 = time.perf_counter()
+    fmt, cls = save_estimator(refit_full(spec, manifest_path, features_path, aug_features_path=aug_path), Path(folder))
+    return {"estimator_format": fmt, "estimator_class": cls, "seconds": time.perf_counter() - t0}
+
+
+def refit_members(specs: list[dict], inputs: dict, *, n_jobs: int, log) -> list:
+    """Every member refitted on all clips, in the order given: side by side in up to n_jobs worker processes (the
+    cores split between them as in CV), the longest first, with a log line as each one finishes."""
+    from tasks.evaluation.train import init_worker, longest_first
+
+    def job(spec: dict) -> tuple:
+        aug = inputs.get("aug_features", {}).get(spec["features"]) if spec["augmented"] else None
+        return spec, inputs["manifest"], inputs["features"][spec["features"]], aug
+
+    def label(spec: dict) -> str:
+        return f"{spec['model']}/{spec['features']}{'+aug' if spec['augmented'] else ''}"
+
+    workers = max(1, min(int(n_jobs), len(specs)))
+    log.info("champion: refitting %d member(s) on every clip, %d at a time", len(specs), workers)
+    if workers == 1:
+        estimators = []
+        for i, spec in enumerate(specs, 1):
+            t0, (spec, manifest, features, aug) = time.perf_counter(), job(spec)
+            estimators.append(refit_full(spec, manifest, features, aug_features_path=aug, n_jobs=int(n_jobs)))
+            log.info(
+                "champion: member %d/%d %s refitted (%.0f s)", i, len(specs), label(spec), time.perf_counter() - t0
+            )
+        return estimators
+    order = {id(s): i for i, s in enumerate(specs)}
+    with tempfile.TemporaryDirectory(prefix="soundflow-refit-") as tmp:
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(workers,)
+        ) as pool:
+            futures = {
+                pool.submit(_refit_saved, *job(spec), str(Path(tmp) / str(order[id(spec)]))): spec
+                for spec in longest_first(specs)
+            }
+            saved: dict[int, dict] = {}
+            for done, future in enumerate(as_completed(futures), 1):
+                spec = futures[future]
+                saved[order[id(spec)]] = future.result()
+                log.info(
+                    "champion: member %d/%d %s refitted (%.0f s)",
+                    done,
+                    len(specs),
+                    label(spec),
+                    saved[order[id(spec)]]["seconds"],
+                )
+        return [load_estimator(Path(tmp) / str(i), saved[i]) for i in range(len(specs))]
 
 
 def current_champion(name: str, *, client=None):
@@ -271,18 +328,7 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
         experiment_id, name="champion-refit", params=run_params, parent_id=parent_id, tags=tags
     ) as run_id:
         t0 = time.perf_counter()
-        estimators = []
-        for spec in specs:
-            aug_path = inputs.get("aug_features", {}).get(spec["features"]) if spec["augmented"] else None
-            estimators.append(
-                refit_full(
-                    spec,
-                    inputs["manifest"],
-                    inputs["features"][spec["features"]],
-                    aug_features_path=aug_path,
-                    n_jobs=int(params.get("n_jobs", 1)),
-                )
-            )
+        estimators = refit_members(specs, inputs, n_jobs=int(params.get("n_jobs", 1)), log=log)
         combiner = fit_combiner(best, inputs["manifest"], params)
         refit_s = time.perf_counter() - t0
         names = class_names(read_manifest(inputs["manifest"]))
