@@ -196,10 +196,10 @@ DEFAULT: dict[str, Any] = {
     # Two mild pitch + stretch copies per training clip (the book's +-10 semitones / 0.5-1.5x move a clip
     # out of its class; time shifts and noise are left to the CNN's random crops and mixup).
     "augmentation": MILD_AUGMENTATION,
-    # 12 epochs, not the recipe's 30: each of the 10 CNN folds takes ~10 s an epoch on one core (compute-bound: ~0.4
-    # GFLOP a sample), and a champion ensemble refits both CNNs on every clip. Measured cold (bench/e2e.py,
-    # 2026-12-06): 30 epochs 37 min (CNNs 89.0 / 91.5%); 20 epochs 25.5 min before the champion's refit (88.5 / 88.75%).
-    "hyper": {"cnn2d_logmel": {"epochs": 12, "learning_rate": 2e-3}},
+    # The recipe's 30 epochs. The CNNs are compute-bound (~0.1 GFLOP a training sample): the network's narrower early
+    # blocks (tasks/models/nets.py) bring a fold to ~145 s on one core, so both CNNs' 10 folds fit the run's budget again
+    # (with the earlier widths, 30 epochs took the default run to 37 minutes cold and were cut to 12, 2-4 points lower).
+    "hyper": {"cnn2d_logmel": {"learning_rate": 2e-3}},
     # One member per way of seeing a clip: the SVM on engineered vectors, the CNNs on log-mels and on PCEN, and the
     # 1D CNN on samples. The two CNNs are both wrong on 13 of 400 clips, the SVM and the PCEN CNN on 14, while
     # a fifth member from a repeated representation (the Keras MLP on engineered vectors) shares 27 of the SVM's.

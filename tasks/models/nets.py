@@ -105,13 +105,17 @@ def _cnn2d_logmel(
     input_shape,
     num_classes,
     *,
-    widths=(32, 64, 128, 128),
+    widths=(16, 32, 64, 128),
     kernel: int = 3,
     dropout: float = 0.3,
     pooling: str = "global",
 ) -> keras.Model:
     """Compact log-mel CNN: conv-BN-ReLU blocks with 2x2 max-pooling between, then global average pooling
     (pooling="global") or per-band mean and std over time (pooling="time_stats").
+
+    Widths (16, 32, 64, 128): the recipe's 5-fold CV on ESC-10 scored as with (32, 64, 128, 128) (log-mel 89.0 /
+    PCEN 90.75% against 89.0 / 91.5) at 2.2x fewer seconds an epoch on one core (4.8 s against 10.8 for 960 samples);
+    the early blocks, at full resolution, cost most.
 
     The frames axis may be None (variable length) because nothing after the pooling depends on it.
     """
