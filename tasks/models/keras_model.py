@@ -330,10 +330,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
 
         ds = tf.data.Dataset.counter().map(lambda k: self._read(read_block, k, sample_shape, n_classes))
         ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(size))
-        ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(
-            self._augment_fn(len(sample_shape)), num_parallel_calls=tf.data.AUTOTUNE
-        )
-        return ds.prefetch(2)
+        ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(self._augment_fn(len(sample_shape)))
+        return _without_autotuning(ds.prefetch(2))
 
     def _validation_dataset(self, rows: Rows, y_idx: np.ndarray, n_classes: int, sample_shape: tuple):
         """The held-out training samples in order, scaled and centre-cropped like training inputs."""
@@ -348,7 +346,9 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         if self.crop_frames_:
             shape[self._time_axis(len(sample_shape))] = self.crop_frames_
         n_batches = math.ceil(len(rows) / size)
-        return tf.data.Dataset.range(n_batches).map(lambda k: self._read(read_batch, k, tuple(shape), n_classes))
+        return _without_autotuning(
+            tf.data.Dataset.range(n_batches).map(lambda k: self._read(read_batch, k, tuple(shape), n_classes))
+        )
 
     @staticmethod
     def _read(fn, k, sample_shape: tuple, n_classes: int) -> tuple:
@@ -526,6 +526,16 @@ def _chunks(rows: Rows):
     size = max(1, _CHUNK_BYTES // max(per_sample, 1))
     for start in range(0, len(rows), size):
         yield np.arange(start, min(start + size, len(rows)))
+
+
+def _without_autotuning(ds: "tf.data.Dataset") -> "tf.data.Dataset":
+    """The dataset with tf.data's autotuning off (fixed buffers, a sequential map; a worker has one core anyway).
+
+    The autotuner's thread sleeps up to 60 s between rounds, and deleting the iterator at the end of fit waits for it
+    to wake, holding the GIL: in the default run, CNN folds went idle for up to 55 s after their last epoch."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def _random_crop(x: tf.Tensor, size: int, axis: int, seed: tf.Tensor) -> tf.Tensor:
