@@ -159,7 +159,7 @@ def decide(new_accuracy: float, new_folds: str, champion) -> tuple[bool, str]:
             f"folds differ (champion v{champion.version} on {old_folds}, candidate on {new_folds}): "
             f"accuracies {old:.4f} vs {new_accuracy:.4f} are not comparable, the newer model wins"
         )
-    if new_accuracy > old:
+    if _rounded(new_accuracy) > _rounded(old):  # fold scores summed in another order are a tie, not a win
         return True, f"candidate {new_accuracy:.4f} beats champion v{champion.version} {old:.4f} on the same folds"
     return False, f"candidate {new_accuracy:.4f} does not beat champion v{champion.version} {old:.4f} on the same folds"
 
@@ -212,14 +212,24 @@ def best_single(results: list[dict]) -> dict:
     singles = [r for r in results if r.get("family") != "ensemble"]
     if not singles:
         raise ValueError("no single-model result to register (only ensembles)")
-    return max(singles, key=lambda r: r["cv_accuracy_mean"])
+    return max(singles, key=_accuracy)
+
+
+def _accuracy(result: dict) -> float:
+    return _rounded(result["cv_accuracy_mean"])
+
+
+def _rounded(accuracy: float) -> float:
+    """An accuracy to compare: rounded, so that equal fold scores summed in another order (float noise) tie."""
+    return round(float(accuracy), 9)
 
 
 def best_result(results: list[dict]) -> dict:
-    """The best CV result, single model or ensemble; on a tie the one listed first (single models precede ensembles)."""
+    """The best CV result, single model or ensemble; on a tie the one listed first (single models precede ensembles:
+    an ensemble is the champion only if it scores higher, not when it equals its best member)."""
     if not results:
         raise ValueError("no CV result to register")
-    return max(results, key=lambda r: r["cv_accuracy_mean"])
+    return max(results, key=_accuracy)
 
 
 def members_of(best: dict) -> list[dict]:
