@@ -153,14 +153,20 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 1
 
 
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Signal the process group we started, then SIGKILL it if it lingers."""
-    if proc.poll() is None:
+    """Signal the process group we started, then SIGKILL what lingers: the whole group, even when its leader is gone
+    (a Dask worker killed by a test leaves the Prefect server it started, in its group)."""
+    try:
         os.killpg(proc.pid, sig)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    except ProcessLookupError:
+        return  # nothing left in the group
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        pass
+    time.sleep(1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
