@@ -23,7 +23,7 @@ from tasks.evaluation.rows import BLOCK_BYTES, Rows
 
 # Training sets up to this size are read once and kept for the solver's repeated passes; larger ones are read again
 # from their files at every pass (a block at a time), so memory stays bounded by this plus one block.
-HOLD_BYTES = 256 << 20
+HOLD_BYTES = 128 << 20
 
 
 def blocks(rows: Rows, *, hold: bool = False) -> list[np.ndarray] | "_Reread":
