@@ -163,8 +163,9 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         proc.wait(20)
     except subprocess.TimeoutExpired:
         pass
-    time.sleep(1)
     with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # raises when nothing is left in the group
+        time.sleep(1)
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
 

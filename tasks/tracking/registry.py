@@ -110,25 +110,25 @@ def refit_members(specs: list[dict], inputs: dict, *, n_jobs: int, log) -> list:
                 "champion: member %d/%d %s refitted (%.0f s)", i, len(specs), label(spec), time.perf_counter() - t0
             )
         return estimators
-    order = {id(s): i for i, s in enumerate(specs)}
+    first = longest_first(specs)
     with tempfile.TemporaryDirectory(prefix="soundflow-refit-") as tmp:
         with ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(workers,)
         ) as pool:
             futures = {
-                pool.submit(_refit_saved, *job(spec), str(Path(tmp) / str(order[id(spec)]))): spec
-                for spec in longest_first(specs)
+                pool.submit(_refit_saved, *job(specs[i]), str(Path(tmp) / str(i))): i
+                for i in sorted(range(len(specs)), key=lambda i: first.index(specs[i]))
             }
             saved: dict[int, dict] = {}
             for done, future in enumerate(as_completed(futures), 1):
-                spec = futures[future]
-                saved[order[id(spec)]] = future.result()
+                i = futures[future]
+                saved[i] = future.result()
                 log.info(
                     "champion: member %d/%d %s refitted (%.0f s)",
                     done,
                     len(specs),
-                    label(spec),
-                    saved[order[id(spec)]]["seconds"],
+                    label(specs[i]),
+                    saved[i]["seconds"],
                 )
         return [load_estimator(Path(tmp) / str(i), saved[i]) for i in range(len(specs))]
 
