@@ -186,6 +186,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
             splits,
             params.ensembles,
             n_members=params.ensemble_members,
+            pools=params.ensemble_pools,
             method=params.optimizer,
             seed=params.seed,
             experiment_id=exp_id,

@@ -67,6 +67,7 @@ def cv(esc10_dir, tmp_path_factory) -> dict:
             experiment_id=exp,
             parent_id=parent,
             results_dir=str(out / "results"),
+            pools={"engineered-only": ["*/engineered"], "unmatched": ["cnn*"]},
         )
     return {
         "dir": out,
@@ -135,6 +136,20 @@ def test_final_members_are_chosen_on_every_out_of_fold_row():
     assert final_members({k: p[2:10] for k, p in probas.items()}, same, y[2:10], n_members=2) == ["A", "B"]
     assert final_members({k: p[:10] for k, p in probas.items() if k != "C"}, same, y[:10], n_members=2) == ["B", "A"]
     assert final_members(probas, same, y, n_members=2, fixed_members=["C", "A"]) == ["C", "A"]
+
+
+def test_pool_ensembles_draw_only_on_their_pool(cv):
+    """A named pool's ensembles choose members (per fold and final) among the configurations it matches only;
+    the mixed ensembles still draw on all of them, and a pool matching fewer than two is skipped."""
+    ens = cv["ensembles"]
+    pooled = [e for name, e in ens.items() if name.startswith("engineered-only:")]
+    assert sorted(e["combiner"] for e in pooled) == ["logpool", "stacking", "vote", "weighted"]
+    for e in pooled:
+        assert e["members"] and all(m.endswith("/engineered") for m in e["members"])
+        assert all(m["features"] == "engineered" for m in e["final_members"])
+        assert tracking.client().get_run(e["run_id"]).data.params["pool"].startswith("engineered-only: ")
+    assert any(m.endswith("/raw") for m in ens["ensemble:vote"]["members"])
+    assert not any(name.startswith("unmatched:") for name in ens)
 
 
 def test_ensemble_result_names_its_final_members(cv):

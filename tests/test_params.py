@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from flows.params import DEFAULT, PRESETS, CaseStudyParams, preset
 from tasks.errors import SoundflowError
+from tasks.evaluation.ensemble_cv import pool_members
 from tasks.evaluation.train import plan
 from tasks.features.representations import resolved_opts
 
@@ -77,6 +78,24 @@ def test_feature_options_are_checked_against_the_representation():
         CaseStudyParams(feature_opts={"logmel": {"hop": 1024}})
     with pytest.raises(ValidationError, match="unknown representation"):
         CaseStudyParams(feature_opts={"spectrum": {}})
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_ensemble_pools_match_their_own_configurations(name):
+    p = preset(name)
+    names = [s["name"] for s in plan(p.models, p.features, p.augmented, seed=0, repeats=p.repeats, hyper=p.hyper)]
+    for pool, patterns in p.ensemble_pools.items():
+        assert len(pool_members(names, patterns)) >= 2, (pool, patterns)
+
+
+def test_ensemble_pools_match_names_and_refuse_reserved_ones():
+    names = ["rbf_svm/birdnet", "rbf_svm/birdnet+aug", "logreg/engineered", "cnn2d_logmel/logmel+aug"]
+    assert pool_members(names, ["*/birdnet*", "*/engineered"]) == names[:3]
+    assert pool_members(names, ["*/raw"]) == []
+    assert preset("default", ensemble_pools={"mine": ["rbf_svm/*"]}).ensemble_pools["mine"] == ["rbf_svm/*"]
+    for bad in ("ensemble", "a:b", "cnn-repeats", ""):
+        with pytest.raises(ValidationError, match="ensemble pool name"):
+            CaseStudyParams(ensemble_pools={bad: ["*"]})
 
 
 def test_overrides_merge_into_nested_preset_dicts():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,11 @@ def final_members(
     return select_members(acc, family, n_members, loss, view)
 
 
+def pool_members(names: list[str], patterns: list[str]) -> list[str]:
+    """The configurations whose names match any of the shell-style patterns ("*/birdnet*"), in their given order."""
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
 @task(cache_policy=NO_CACHE)
 def ensemble_task(
     results: list[dict],
@@ -138,8 +144,10 @@ def ensemble_task(
     experiment_id: str,
     parent_id: str,
     results_dir: str,
+    pools: dict[str, list[str]] | None = None,
 ) -> list[dict]:
-    """Mixed-family ensembles (and per-model ensembles of repeated trainings), each a nested MLflow run."""
+    """Mixed-family ensembles over every configuration ("ensemble:<combiner>"), over each named pool of
+    configurations ("<pool>:<combiner>"), and of each model's repeated trainings; each a nested MLflow run."""
     log = get_run_logger()
     manifest = read_manifest(manifest_path)
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
@@ -149,13 +157,21 @@ def ensemble_task(
     by_name = {r["name"]: r for r in results}
     family = {r["name"]: r["family"] for r in results}
     view = {r["name"]: r["features"] for r in results}
-    groups: dict[str, list[str] | None] = {"ensemble": None}
+    # group -> (candidate configurations, fixed members or None: chosen per fold by select_members)
+    groups: dict[str, tuple[list[str], list[str] | None]] = {"ensemble": (list(probas), None)}
+    for pool, patterns in (pools or {}).items():
+        chosen = pool_members(list(probas), patterns)
+        if len(chosen) >= 2:
+            groups[pool] = (chosen, None)
+        elif patterns:
+            log.warning("ensemble pool %r matches %d configuration(s) (%s): skipped", pool, len(chosen), patterns)
     for model in dict.fromkeys(r["model"] for r in results):
         reps = [r["name"] for r in results if r["model"] == model and "#" in r["name"]]
         if len(reps) > 1:
-            groups[f"{model}-repeats"] = reps
+            groups[f"{model}-repeats"] = (reps, reps)
     out = []
-    for group, fixed in groups.items():
+    for group, (candidates, fixed) in groups.items():
+        pool_probas = {m: probas[m] for m in candidates}
         for combiner in combiners:
             name = f"{group}:{combiner}"
             params = {
@@ -165,12 +181,13 @@ def ensemble_task(
                 "seed": seed,
                 "optimizer": method if combiner == "weighted" else "none",
                 "n_members": n_members,
+                "pool": group if group == "ensemble" or fixed else f"{group}: {', '.join(candidates)}",
             }
             with tracking.run(
                 experiment_id, name=name, params=params, parent_id=parent_id, tags={"soundflow.kind": "ensemble"}
             ) as run_id:
                 res = fold_safe_ensemble(
-                    probas,
+                    pool_probas,
                     family,
                     y,
                     splits,
@@ -194,7 +211,7 @@ def ensemble_task(
                     run_id, pd.DataFrame(res["per_fold"]).to_json(orient="records", indent=1), "members.json"
                 )
                 members = sorted({m for f in res["per_fold"] for m in f["members"]})
-                final = final_members(probas, family, y, n_members=n_members, view=view, fixed_members=fixed)
+                final = final_members(pool_probas, family, y, n_members=n_members, view=view, fixed_members=fixed)
                 tracking.log_params(run_id, {"members": members, "final_members": final})
                 for key, value in license_tags(view[m] for m in {*members, *final}).items():
                     tracking.client().set_tag(run_id, key, value)
