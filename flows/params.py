@@ -222,12 +222,11 @@ DEFAULT: dict[str, Any] = {
     # a fifth member from a repeated representation (the Keras MLP on engineered vectors) shares 27 of the SVM's.
     # Same results: 4 members 93.0% (average, vote), 5 members 91.5-92.0%, by family alone 91.0-91.75%.
     "ensemble_members": 4,
-    # Beside the mixed ensembles, ensembles of the models on the two clip vectors only. With BirdNET 4 points above
+    # Beside the mixed ensembles, ensembles of the quick preset's models (SVM and logistic regression on BirdNET
+    # embeddings and on engineered vectors) and of the two BirdNET ones trained on copies. With BirdNET 4 points above
     # every other representation, one member per representation (CNNs, engineered) outvotes it (mixed: 95.5% at
-    # best); four members from BirdNET (with and without copies) and the engineered SVM scored 96.0% averaged over
-    # 3 other grouped 5-fold splits of ESC-10 (best SVM alone 95.75, the same pool without copies 95.75), which is
-    # how this pool was chosen before looking at the official folds (bench/pretrained.py --pools).
-    "ensemble_pools": {"vectors": ["*/birdnet*", "*/engineered"]},
+    # best). bench/pools.py chose this pool and 4 members on 3 grouped 5-fold splits other than the official folds.
+    "ensemble_pools": {"vectors": ["rbf_svm/birdnet*", "logreg/birdnet*", "rbf_svm/engineered", "logreg/engineered"]},
 }
 
 # Fast, honest feedback on a new dataset: pretrained embeddings and engineered vectors, two classical models on
