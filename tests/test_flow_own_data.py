@@ -53,6 +53,7 @@ def _params(source, **kw) -> CaseStudyParams:
         models=["logreg", "gaussian_nb"],
         ensembles=["average"],
         ensemble_members=2,
+        ensemble_pools={"vectors": ["*/engineered"]},
         **kw,
     )
 
@@ -82,6 +83,8 @@ def test_runs_are_named_per_dataset_and_scored_per_recording(own_run):
     for r in model_runs:
         assert r.info.status == "FINISHED"
         assert {"cv_accuracy_mean", "segment_accuracy_mean", "recall_0", "recall_1", "recall_2"} <= set(r.data.metrics)
+    ensemble_runs = {r.info.run_name for r in children if r.data.tags.get("soundflow.kind") == "ensemble"}
+    assert ensemble_runs == {"ensemble:average", "vectors:average"}  # the mixed one and the named pool's
     logreg = next(r for r in model_runs if r.info.run_name == "logreg/engineered")
     assert logreg.data.metrics["cv_accuracy_mean"] >= 0.9  # tones vs noise: easy, per recording
 
