@@ -47,8 +47,10 @@ def run_preset(name: str, source: str, tmp: Path, *, warm_only: bool) -> dict[st
         print(f"\n{name} {label}: {wall / 60:.1f} min; best {result['best']} {100 * result['best_accuracy']:.2f}%")
         for stage, seconds in sorted(stage_times(result["parent_run_id"]).items(), key=lambda kv: -kv[1]):
             print(f"  {stage:<28} {seconds:8.1f} s (nested runs' time, summed over parallel runs)")
-    single = {k: v for k, v in result["results"].items() if not k.startswith(("ensemble", "cnn2d_logmel-repeats"))}
-    ens = {k: v for k, v in result["results"].items() if k not in single}
+    # every ensemble (mixed, named pools, repeats) has family "ensemble"
+    ens_names = {r["name"] for r in result["results_table"] if r["family"] == "ensemble"}
+    single = {k: v for k, v in result["results"].items() if k not in ens_names}
+    ens = {k: v for k, v in result["results"].items() if k in ens_names}
     for res_name, acc in sorted(result["results"].items(), key=lambda kv: -kv[1]):
         print(f"  {100 * acc:6.2f}%  {res_name}")
     figures["best_single"] = 100 * max(single.values())
