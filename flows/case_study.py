@@ -195,14 +195,11 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
         )
     spectrogram_examples_task(data["clips"], data["manifest"], params.sample_rate, parent_id)
     report_task(results, parent_id, str(config.stage_dir("reports")), n_classes)
+    best = best_result(results)  # on a tie the single model: the summary names what the champion would be
     champion = None
     if params.register_champion:
-        best_config = best_result(results)
-        champion = register_task(
-            best_config, inputs, {**params.model_dump(), "dataset_name": data["name"]}, exp_id, parent_id
-        )
-        champion = {"configuration": best_config["name"], **champion}
-    best = max(results, key=lambda r: r["cv_accuracy_mean"])
+        champion = register_task(best, inputs, {**params.model_dump(), "dataset_name": data["name"]}, exp_id, parent_id)
+        champion = {"configuration": best["name"], **champion}
     summary = {
         "parent_run_id": parent_id,
         "experiment_id": exp_id,
