@@ -127,6 +127,10 @@ def resolved_params(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First, before anything imports prefect: Prefect reads its settings once, at import.
+    from tasks.runtime import quiet_defaults
+
+    quiet_defaults()
     from flows.params import CaseStudyParams
 
     parser = argparse.ArgumentParser(prog="soundflow", description=__doc__)
@@ -175,9 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument("--clean", action="store_true", help="set those runs to KILLED, with a tag saying why")
 
     args = parser.parse_args(argv)
-    from tasks.runtime import quiet_defaults
-
-    quiet_defaults()
     if args.command in ("run", "serve") and args.print_params:
         print(resolved_params(args).model_dump_json(indent=2))
         return 0

@@ -7,6 +7,8 @@ import os
 import re
 import sys
 import tempfile
+import tomllib
+from pathlib import Path
 from typing import Iterator
 
 # Lines native TensorFlow prints on every start on a CPU-only machine; they say nothing is wrong.
@@ -22,10 +24,13 @@ TF_STARTUP_NOISE = re.compile(
 def quiet_defaults(environ=os.environ) -> dict[str, str]:
     """Settings a run starts with unless the user set them (environment or Prefect profile); returns those set.
 
+    Call it before anything imports prefect: Prefect reads its settings once, at import, so a variable set
+    afterwards changes nothing in this process (only in the processes it spawns). `soundflow` calls it first.
+
     - PREFECT_SERVER_ANALYTICS_ENABLED=false: the temporary Prefect server's telemetry service, which offline
       logs "ERROR ... Failed to send telemetry" and, under load, a "database is locked" traceback.
-    - PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90: the temporary server's start-up wait (20 s by default,
-      which a busy 2-core machine exceeded here: the run died with "Timed out ... ephemeral Prefect API server").
+    - PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=90: the temporary server's start-up wait (20 s by default;
+      the first start in an empty PREFECT_HOME creates and migrates its database, which took longer here).
     - TF_CPP_MIN_LOG_LEVEL=3: TensorFlow's native INFO/WARNING/ERROR log lines (a real failure still raises).
     """
     wanted = {
@@ -33,20 +38,24 @@ def quiet_defaults(environ=os.environ) -> dict[str, str]:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    chosen = {k: v for k, v in wanted.items() if k not in environ and not _in_prefect_profile(k)}
+    in_profile = prefect_profile_settings(environ)
+    chosen = {k: v for k, v in wanted.items() if k not in environ and k not in in_profile}
     environ.update(chosen)
     return chosen
 
 
-def _in_prefect_profile(name: str) -> bool:
-    if not name.startswith("PREFECT_"):
-        return False
+def prefect_profile_settings(environ=os.environ) -> dict[str, str]:
+    """The settings of the active Prefect profile, read from its TOML file without importing prefect
+    (importing it would freeze its settings before ours are set); {} when there is no readable profile."""
+    home = Path(environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
     try:
-        from prefect.settings import load_current_profile
-
-        return any(getattr(s, "name", str(s)) == name for s in load_current_profile().settings)
-    except Exception:  # no readable profile: nothing set there
-        return False
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    name = environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    found = profiles.get("profiles", {}).get(name, {})
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 @contextlib.contextmanager
