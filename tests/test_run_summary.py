@@ -61,3 +61,27 @@ def test_run_description_is_one_paragraph_with_dataset_protocol_best_and_champio
         "Best: ensemble:average at 90.0 +- 1.2%" in text and "best single model m7/engineered at 57.0 +- 8.0%" in text
     )
     assert "No champion registered" in text
+
+
+def test_next_commands_run_as_printed_from_the_repository_root(monkeypatch, esc10_dir):
+    """Without an activated venv: each command names an executable that exists from here, and predict names a real
+    clip of the run's source; both answer --help."""
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from tasks.config import ROOT
+    from tasks.tracking.run_summary import next_commands
+
+    monkeypatch.chdir(ROOT)
+    champ = {"name": "soundflow-esc10", "version": "1", "alias_moved": True, "configuration": "m7", "reason": "x"}
+    commands = next_commands(_summary(champion=champ, source=str(esc10_dir)))
+    assert len(commands) == 2
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no venv on PATH, as for a new user after `make run`
+    for command in commands:
+        words = shlex.split(command.split("   #")[0])
+        assert os.access(words[0], os.X_OK), command
+        assert subprocess.run([words[0], words[1], "--help"], env=env, capture_output=True, timeout=120).returncode == 0
+    clip = Path(shlex.split(commands[1])[-1])
+    assert clip.is_file() and clip.is_relative_to(esc10_dir) and clip.suffix == ".ogg"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import sys
+from pathlib import Path
 
 from tasks.evaluation.progress import duration_text
 
@@ -26,16 +28,41 @@ def champion_line(champion: dict | None) -> str:
     )
 
 
+AUDIO_SUFFIXES = (".wav", ".ogg", ".flac", ".mp3")
+
+
+def script(name: str, *, cwd: Path | None = None) -> str:
+    """How to call one of this environment's commands so that it runs as printed without an activated venv:
+    the running interpreter's own script (relative to the working directory when it lies below it)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    cwd = cwd or Path.cwd()
+    try:
+        return shlex.quote(str(path.relative_to(cwd)))
+    except ValueError:
+        return shlex.quote(str(path))
+
+
+def example_audio(source: str | None) -> str | None:
+    """One audio file of the run's source folder (the first in sorted order), to show a runnable predict command."""
+    root = Path(source) if source else None
+    if root is None or not root.is_dir():
+        return None
+    return next((str(p) for p in sorted(root.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES), None)
+
+
 def next_commands(summary: dict) -> list[str]:
-    """Open the MLflow UI on this parent run; predict with the champion."""
+    """Open the MLflow UI on this parent run; predict with the champion. Each runs as printed from here."""
     uri, url = summary["tracking_uri"], summary["run_url"]
     if uri.startswith("http"):
         ui = f"open {url}"
     else:
-        ui = f"mlflow ui --backend-store-uri {shlex.quote(uri)} --port 5000   # then open {url}"
+        ui = f"{script('mlflow')} ui --backend-store-uri {shlex.quote(uri)} --port 5000   # then open {url}"
     champion = summary.get("champion")
     name = champion["name"] if champion else summary.get("registered_model", "soundflow-esc10")
-    predict = f"soundflow predict --model {name} path/to/clip.wav"
+    clip = example_audio(summary.get("source"))
+    predict = f"{script('soundflow')} predict --model {shlex.quote(name)} {shlex.quote(clip or 'path/to/clip.wav')}"
     if not champion:
         predict += "   # once a run registered a champion"
     return [ui, predict]
