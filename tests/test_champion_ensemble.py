@@ -278,6 +278,12 @@ def test_flow_registers_the_winning_ensemble(flow_run):
     assert len(inner.estimators) == 3 and champion["configuration"].count(" + ") == 2
 
 
+def _hyper(estimator) -> dict:
+    """An estimator's hyper-parameters as plain values (nested estimators by class name)."""
+    params = estimator.get_params(deep=True) if hasattr(estimator, "get_params") else vars(estimator)
+    return {k: type(v).__name__ if hasattr(v, "fit") else repr(v) for k, v in params.items()}
+
+
 def test_members_refitted_side_by_side_match_one_at_a_time(cv):
     """The champion's members refitted in 2 worker processes (as the flow does with n_jobs=2) are the members
     refitted one after another in this process, in the members' order, with a log line as each one finishes."""
@@ -293,7 +299,16 @@ def test_members_refitted_side_by_side_match_one_at_a_time(cv):
     side = registry.refit_members(specs, cv["inputs"], n_jobs=2, log=Log())
     assert len(specs) >= 2 and len(alone) == len(side) == len(specs)
     for spec, a, b in zip(specs, alone, side):
+        # The claim: the same estimators with the same hyper-parameters, making the same decisions. Their floats
+        # come from other processes with other BLAS thread counts (and kernels on another CPU): an iterative solver
+        # stopped at its tolerance carries those last-bit differences into its coefficients (3.6e-5 relative seen
+        # on one machine), so probabilities agree to float32-sized tolerances, not bit for bit.
+        assert type(a) is type(b) and _hyper(a) == _hyper(b)
         X = np.load(cv["inputs"]["features"][spec["features"]])
-        np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-6, atol=1e-9)
+        pa, pb = a.predict_proba(X), b.predict_proba(X)
+        np.testing.assert_allclose(pa, pb, rtol=1e-3, atol=1e-4)
+        top2 = np.sort(pa, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-3  # a near-tie may break either way
+        assert clear.any() and (pa.argmax(1) == pb.argmax(1))[clear].all()
     assert sum("refitted (" in line for line in lines) == 2 * len(specs)
     assert any("2 at a time" in line for line in lines)
