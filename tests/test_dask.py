@@ -70,7 +70,6 @@ def cluster(tmp_path_factory):
             [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(d_port), "--no-dashboard"],
         )
         address = f"tcp://127.0.0.1:{d_port}"
-        time.sleep(3)
         for i in range(2):
             start(
                 f"worker{i}",
@@ -87,6 +86,7 @@ def cluster(tmp_path_factory):
                 ],
             )
         start("mlflow", mlflow_server_command(bin_dir, m_port, tmp))
+        _wait_for_workers(address, procs, tmp, n=2)
         _wait_http(f"http://127.0.0.1:{m_port}/health", procs["mlflow"], tmp / "mlflow.log")
         yield {
             "address": address,
@@ -97,6 +97,27 @@ def cluster(tmp_path_factory):
     finally:
         for proc in procs.values():
             _stop(proc)
+
+
+def _wait_for_workers(address: str, procs: dict, tmp: Path, *, n: int, timeout_s: float = 180) -> None:
+    """Wait until the scheduler answers and n workers have joined it (a condition, not a sleep); a process that
+    exits first fails at once with its log."""
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dead = [name for name, p in procs.items() if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{dead[0]} exited first:\n{(tmp / f'{dead[0]}.log').read_text()[-3000:]}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{n} Dask workers did not join {address} within {timeout_s:.0f} s")
+        try:
+            with Client(address, timeout=min(10, left)) as client:
+                client.wait_for_workers(n, timeout=left)
+                return
+        except (OSError, TimeoutError):
+            continue  # the scheduler is not listening yet
 
 
 def _cli(args: list[str], env: dict, log: Path, timeout_s: float = 900, **kw) -> subprocess.Popen:
