@@ -6,8 +6,15 @@ PRESET ?= default
 SOURCE ?=
 ARGS ?=
 PYTEST_ARGS ?=
+MODEL ?=
+ALIAS ?= champion
+HOST ?= 127.0.0.1
+PORT ?= 5001
+WORKERS ?= 1
+FILE ?=
+STORE := sqlite:///$(CURDIR)/mlruns/mlflow.db
 
-.PHONY: run test test-slow bench ui clean-cache
+.PHONY: run test test-slow bench ui serve-model predict clean-cache
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +38,16 @@ bench: $(BIN)/.installed
 
 ui: $(BIN)/.installed  ## MLflow UI on the embedded store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --port 5000
+
+# MLflow starts the scoring server by running `uvicorn` by name: the venv's bin goes first on PATH.
+serve-model: $(BIN)/.installed  ## REST scoring server for models:/$(MODEL)@$(ALIAS) (default soundflow-esc10) on http://$(HOST):$(PORT)/invocations
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(STORE)}" \
+		$(BIN)/mlflow models serve -m "models:/$(or $(MODEL),soundflow-esc10)@$(ALIAS)" \
+		--env-manager local --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+predict: $(BIN)/.installed  ## classify FILE=path/to/audio with the last registered champion (or MODEL's)
+	$(if $(FILE),,$(error usage: make predict FILE=path/to/audio.wav [MODEL=soundflow-esc10]))
+	$(BIN)/soundflow predict "$(FILE)" $(if $(MODEL),--model "$(MODEL)") --alias "$(ALIAS)"
 
 clean-cache:  ## forget caches (downloads in data/raw stay)
 	rm -rf data/interim data/features data/augmented data/results
