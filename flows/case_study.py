@@ -14,7 +14,7 @@ from tasks import config
 from tasks.augment.copies import augment_task
 from tasks.data.ingest import ingest
 from tasks.data.sources import fetch_dataset
-from tasks.data.split import n_folds, split_task, subset_task
+from tasks.data.split import n_folds, split_scheme, split_task, subset_task
 from tasks.errors import SoundflowError
 from tasks.evaluation.ensemble_cv import ensemble_task
 from tasks.evaluation.progress import WorkProgress, estimated_cost
@@ -69,15 +69,17 @@ def cross_validation(
     return sorted(results, key=lambda r: order[r["name"]]), failed
 
 
-def protocol_text(split: str, k: int, data: dict) -> str:
-    """The evaluation protocol in words (auto: the dataset's own folds if it has them)."""
+def protocol_text(split: str, k: int, data: dict, note: str = "") -> str:
+    """The evaluation protocol in words (auto: the dataset's own folds if it has them), with why it is not the
+    one asked for."""
     if split == "auto":
         split = "official" if data.get("has_folds") else "group_kfold"
-    return {
+    text = {
         "official": "cross-validation on the dataset's own folds",
         "group_kfold": f"{k}-fold CV grouped by group (StratifiedGroupKFold)",
         "book_holdout": "the book's 8-per-class hold-out",
     }[split]
+    return f"{text} ({note})" if note else text
 
 
 @flow(
@@ -117,6 +119,8 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
         params.seed,
         str(config.stage_dir("interim") / f"splits-{data['digest']}-{params.split}-{params.k}-{params.seed}.json"),
     )
+    scheme, split_note = split_scheme(splits)
+    tag_run(parent_id, {"soundflow.split": scheme, **({"soundflow.split_fallback": split_note} if split_note else {})})
 
     specs = plan(
         params.models,
@@ -198,7 +202,13 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
     best = best_result(results)  # on a tie the single model: the summary names what the champion would be
     champion = None
     if params.register_champion:
-        champion = register_task(best, inputs, {**params.model_dump(), "dataset_name": data["name"]}, exp_id, parent_id)
+        champion = register_task(
+            best,
+            inputs,
+            {**params.model_dump(), "window_s": data["window_s"], "hop_s": data["hop_s"], "dataset_name": data["name"]},
+            exp_id,
+            parent_id,
+        )
         champion = {"configuration": best["name"], **champion}
     summary = {
         "parent_run_id": parent_id,
@@ -215,7 +225,7 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B0
         "preset": params.preset,
         "n_clips": data["n_clips"],
         "n_recordings": data["n_recordings"],
-        "protocol": protocol_text(params.split, params.k, data),
+        "protocol": protocol_text(scheme, params.k, data, split_note),
         "seconds": time.monotonic() - started,
         "tracking_uri": config.tracking_uri(),
         "run_url": run_url(parent_id),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -25,11 +25,11 @@ class CaseStudyParams(BaseModel):
         None,
         description="folders layout: regex whose first capture group, matched against the file name, is the group (speaker, source recording)",
     )
-    window_s: float = Field(
-        5.0,
-        gt=0,
-        le=600,
-        description="segment length in seconds: longer recordings are cut into windows, shorter ones zero-padded",
+    window_s: Annotated[float, Field(gt=0, le=600)] | Literal["auto"] = Field(
+        "auto",
+        description="segment length in seconds: longer recordings are cut into windows, shorter ones zero-padded; "
+        "auto: the 95th percentile of the recordings' durations rounded up to 0.1 s, at most 5 and at least 0.5 s "
+        "(ESC-10/ESC-50: 5 s, UrbanSound8K: 4 s)",
     )
     hop_s: float | None = Field(
         None, gt=0, le=600, description="hop between windows of a long recording (default: window_s, no overlap)"

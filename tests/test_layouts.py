@@ -152,6 +152,7 @@ def test_long_recording_is_windowed_and_its_windows_share_one_fold(tmp_path):
     root = tmp_path / "field"
     _tone(root / "birds" / "dawn.wav", 2000, duration_s=10.3, sr=16000)
     _tone(root / "birds" / "short.wav", 2100, duration_s=0.4)
+    _tone(root / "birds" / "dusk.wav", 1900, duration_s=6.0, sr=16000)  # a second recording: birds on both sides
     for k in range(3):
         _tone(root / "cars" / f"c{k}.wav", 150, duration_s=3.0, seed=k)
     data = build(root, sr=SR, window_s=2.0, hop_s=1.0, min_duration_s=0.5, out_dir=tmp_path / "o", n_jobs=1)

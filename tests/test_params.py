@@ -63,8 +63,9 @@ def test_default_logmel_crop_fits_the_default_logmel():
     from tasks.models.catalog import info
 
     p = preset("default")
+    assert p.window_s == "auto"  # 5 s on ESC-10 (tests/test_windows.py)
     frames = logmel(
-        np.zeros(int(p.sample_rate * p.window_s), np.float32), p.sample_rate, **p.feature_opts.get("logmel", {})
+        np.zeros(int(p.sample_rate * 5.0), np.float32), p.sample_rate, **p.feature_opts.get("logmel", {})
     ).shape[1]
     frac = {**info("cnn2d_logmel").defaults, **p.hyper.get("cnn2d_logmel", {})}["random_crop_frac"]
     assert round(frac * frames) == 86  # 4 s of the 5 s ESC-10 clip, as calibrated (bench/train.py)

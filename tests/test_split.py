@@ -91,3 +91,55 @@ def test_subset_rows_per_class_and_fold():
     sub = m.iloc[rows]
     assert sub.groupby(["class_id", "fold"]).size().max() == 1
     assert len(sub) == 4 * 5
+
+
+def _esc50_subset():
+    """ESC-50's layout as the issue met it: 50 classes, 414 clips, 400 of them in fold 4, none in fold 1."""
+    rows = []
+    for i in range(414):
+        c = i % 50
+        fold = 4 if i < 400 else [2] * 11 + [3] + [5, 5]
+        rows.append(
+            {
+                "class_id": c,
+                "label": f"class {c}",
+                "group": f"src{i}",
+                "fold": fold if isinstance(fold, int) else fold[i - 400],
+                "recording_id": f"r{i}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_degenerate_official_folds_are_refused_naming_the_folds_and_what_works():
+    from tasks.data.split import choose_splits
+
+    m = _esc50_subset()
+    with pytest.raises(DatasetError) as err:
+        make_splits(m, scheme="official")
+    text = str(err.value)
+    assert "fold 4 holds 400 of 414 rows (97%)" in text
+    assert "with fold 4 as the test fold, training lacks 36 of 50 classes" in text  # 14 clips left to train on
+    assert "2: 11, 3: 1, 4: 400, 5: 2" in text and "--split group_kfold" in text
+    # auto falls back to group k-fold and says why
+    choice = choose_splits(m, scheme="auto", k=5, seed=0)
+    assert choice.scheme == "group_kfold" and "fell back to 5-fold" in choice.note and "fold 4 holds" in choice.note
+    assert len(choice.splits) == 5 and max(len(te) for _, te in choice.splits) < 0.5 * len(m)
+
+
+def test_sound_official_folds_are_kept_as_they_are():
+    from tasks.data.split import choose_splits
+
+    choice = choose_splits(_manifest(), scheme="auto")
+    assert choice.scheme == "official" and choice.note == "" and len(choice.splits) == 5
+
+
+def test_group_kfold_with_a_class_in_one_group_is_refused_naming_the_class():
+    m = _manifest(n_classes=3, per_class=20, folds=5)
+    m.loc[m["class_id"] == 2, "group"] = "one microphone"
+    m["label"] = m["class_id"].map({0: "0", 1: "wind gust", 2: "grillon des prés"})
+    with pytest.raises(DatasetError) as err:
+        make_splits(m, scheme="group_kfold", k=5)
+    text = str(err.value)
+    assert "training lacks 1 of 3 classes ('grillon des prés')" in text
+    assert "fewer than k=5 groups: 'grillon des prés': 1" in text and "lower --k" in text

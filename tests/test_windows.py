@@ -101,3 +101,47 @@ def test_manifest_validation_names_row_and_file(change, message):
     validate(_frame())
     with pytest.raises(DatasetError, match=message):
         validate(_frame(**change), where="m.csv")
+
+
+@pytest.mark.parametrize(
+    "durations, expected",
+    [
+        ([5.001] * 380 + [3.64, 7.24] * 10, 5.0),  # ESC-10/ESC-50: their 5-s clips
+        ([4.0] * 90 + [0.5, 1.0, 2.0, 3.0, 3.5] * 2, 4.0),  # UrbanSound8K: slices of at most 4 s
+        (np.linspace(0.1, 2.3, 3000), 2.2),  # spoken digits: the 95th percentile (2.19 s) rounded up
+        ([120.0, 3600.0], 5.0),  # long recordings: cut into 5-s windows
+        ([0.05, 0.1, 0.2], 0.5),  # clicks: at least half a second
+    ],
+)
+def test_auto_window_follows_the_recordings_lengths(durations, expected):
+    from tasks.data.windows import auto_window_s
+
+    window, why = auto_window_s(durations)
+    assert window == pytest.approx(expected) and "95th percentile" in why
+    assert ("capped" in why) == (np.quantile(durations, 0.95) > 5)
+
+
+def test_ingestion_with_auto_window_cuts_short_clips_to_their_length(tmp_path):
+    """Short clips get a window that fits them, not 5 s of mostly zeros; the window is the ingestion's result."""
+    import soundfile as sf
+
+    from tasks.data.ingest import build
+    from tasks.data.manifest import read_manifest
+
+    rng = np.random.default_rng(0)
+    sr = 8000
+    for label, f0 in (("zero", 300.0), ("one", 700.0)):
+        for i in range(10):
+            dur = 0.3 + 0.07 * i
+            t = np.arange(round(sr * dur)) / sr
+            y = 0.3 * np.sin(2 * np.pi * f0 * (1 + 0.1 * t) * t) + 0.01 * rng.standard_normal(len(t))
+            (tmp_path / "digits" / label).mkdir(parents=True, exist_ok=True)
+            sf.write(tmp_path / "digits" / label / f"s{i % 3}_{i}.wav", y.astype(np.float32), sr)
+    data = build(tmp_path / "digits", sr=sr, window_s="auto", out_dir=tmp_path / "out", n_jobs=1)
+    assert data["window_s"] == pytest.approx(1.0) and data["hop_s"] == pytest.approx(1.0)  # 0.93 s rounded up
+    clips = np.load(data["clips"])
+    assert clips.shape == (20, sr) and len(read_manifest(data["manifest"])) == 20
+    padding = (clips == 0).mean()
+    assert padding < 0.5  # with 5-s windows 87% of every row would be zeros
+    again = build(tmp_path / "digits", sr=sr, window_s="auto", out_dir=tmp_path / "out", n_jobs=1)
+    assert again["manifest"] == data["manifest"]  # the same cache: the window is resolved before the key

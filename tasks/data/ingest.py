@@ -17,11 +17,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import atomic_path, digest, file_sha256, save_json
-from tasks.data.audio import decode_region
+from tasks.data.audio import decode_region, probe
 from tasks.data.layouts import scan
 from tasks.data.layouts.base import Listing
 from tasks.data.manifest import COLUMNS, has_folds, read_manifest, read_rejected, write_manifest, write_rejected
-from tasks.data.windows import cut, loudness_db
+from tasks.data.windows import auto_window_s, cut, loudness_db
 from tasks.errors import AudioDecodeError, DatasetError, SoundflowError
 from tasks.logs import run_logger
 
@@ -31,7 +31,7 @@ _BLOCK = 256  # segments copied per block when finishing the clip array
 
 
 def build(root: str | os.PathLike, *, dataset: str = "auto", group_pattern: str | None = None, sr: int,
-          window_s: float = 5.0, hop_s: float | None = None, min_duration_s: float = 0.0, out_dir: Path,
+          window_s: float | str = 5.0, hop_s: float | None = None, min_duration_s: float = 0.0, out_dir: Path,
           n_jobs: int = 2) -> dict:
     """Scan, hash, decode and window a dataset under out_dir (reused when nothing changed); paths and counts."""
     log = run_logger(__name__)
@@ -41,6 +41,10 @@ def build(root: str | os.PathLike, *, dataset: str = "auto", group_pattern: str 
              listing.name, len(listing.classes), len(recs))
     present = recs[[Path(p).is_file() for p in recs["path"]]]
     hashes = {p: file_sha256(p) for p in present["path"]}
+    if window_s == "auto":
+        window_s, why = auto_window_s(_durations(present, hashes, Path(out_dir)))
+        log.info("ingest: --window-s auto: %g s (%s)", window_s, why)
+    window_s = float(window_s)
     hop_s = hop_s or window_s
     key = digest(sorted(zip(present["recording_id"], present["path"].map(hashes), present["label"],
                             present["fold"].astype(str), present["group"], present["start_s"].astype(str),
@@ -75,7 +79,33 @@ def build(root: str | os.PathLike, *, dataset: str = "auto", group_pattern: str 
             "dataset": str(paths["dataset"]), "digest": key, "name": listing.name, "layout": listing.layout,
             "n_clips": len(manifest), "n_recordings": int(manifest["recording_id"].nunique()),
             "n_rejected": len(read_rejected(paths["rejected"])), "notes": list(listing.notes),
-            "has_folds": has_folds(manifest)}
+            "has_folds": has_folds(manifest), "window_s": window_s, "hop_s": hop_s}
+
+
+def _durations(recs: pd.DataFrame, hashes: dict, out_dir: Path) -> list[float]:
+    """Each recording's (or CSV region's) duration in seconds from its header, cached by content hash; files
+    that cannot be read are left out (decoding rejects them later, with the reason)."""
+    cache_path = out_dir / "durations.json"
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    out, new = [], {}
+    for path, start, end in zip(recs["path"], recs["start_s"], recs["end_s"]):
+        h = hashes[path]
+        if h not in cache and h not in new:
+            try:
+                new[h] = probe(path)["duration_s"]
+            except SoundflowError:
+                continue
+        full = cache.get(h, new.get(h))
+        lo = 0.0 if np.isnan(start) else float(start)
+        hi = full if np.isnan(end) else min(float(end), full)
+        out.append(hi - lo)
+    if new:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_json(cache_path, {**cache, **new})
+    return out
 
 
 def _with_ids(listing: Listing) -> pd.DataFrame:
@@ -201,8 +231,9 @@ def dataset_info(data: dict) -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def ingest(dataset_root: str, dataset: str, sr: int, window_s: float, hop_s: float | None, min_duration_s: float,
+def ingest(dataset_root: str, dataset: str, sr: int, window_s: float | str, hop_s: float | None, min_duration_s: float,
            group_pattern: str | None, data_dir: str, n_jobs: int) -> dict:
-    """Build (or reuse) the manifest and segment array under data_dir/interim; their paths and counts."""
+    """Build (or reuse) the manifest and segment array under data_dir/interim; their paths, counts and the window
+    used (window_s "auto": from the recordings' durations)."""
     return build(dataset_root, dataset=dataset, group_pattern=group_pattern, sr=sr, window_s=window_s, hop_s=hop_s,
                  min_duration_s=min_duration_s, out_dir=Path(data_dir) / "interim", n_jobs=n_jobs)

@@ -65,3 +65,26 @@ def pool(proba: np.ndarray, owner: np.ndarray, weights: np.ndarray | None = None
     out = np.zeros((len(keys), proba.shape[1]))
     np.add.at(out, codes, proba * w[:, None])
     return keys, out / total[:, None]
+
+
+# `--window-s auto`: the window follows the recordings' lengths, so short clips are not mostly padding.
+AUTO_QUANTILE = 0.95
+AUTO_CAP_S = 5.0
+AUTO_FLOOR_S = 0.5
+
+
+def auto_window_s(durations_s, *, quantile: float = AUTO_QUANTILE, cap_s: float = AUTO_CAP_S,
+                  floor_s: float = AUTO_FLOOR_S) -> tuple[float, str]:
+    """(window in seconds, the reason in words): the `quantile` of the recordings' durations rounded up to 0.1 s,
+    capped at cap_s (longer recordings are cut into windows) and at least floor_s."""
+    d = np.asarray([x for x in durations_s if np.isfinite(x) and x > 0], float)
+    if not len(d):
+        return cap_s, f"no recording durations known: {cap_s:g} s"
+    q = float(np.quantile(d, quantile))
+    window = float(min(cap_s, max(floor_s, np.ceil(q * 10 - 1e-3) / 10)))
+    why = f"{100 * quantile:g}th percentile of {len(d)} recordings' durations is {q:.2f} s"
+    if q > cap_s:
+        why += f", capped at {cap_s:g} s (longer recordings are cut into windows)"
+    elif window > q + 0.1:
+        why += f", raised to the {floor_s:g}-s floor"
+    return window, why

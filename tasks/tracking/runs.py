@@ -233,6 +233,7 @@ def open_parent_run(experiment: str, params: dict, data: dict) -> tuple[str, str
         "soundflow.layout": data.get("layout", ""),
         "soundflow.recordings": str(data.get("n_recordings", "")),
         "soundflow.segments": str(len(manifest)),
+        "soundflow.window_s": f"{data['window_s']:g}" if "window_s" in data else "",
         "soundflow.groups": "none: each file is its own group (pass --group-pattern or a group column)"
         if no_groups
         else "from the dataset",
