@@ -205,3 +205,21 @@ def test_example_grid_one_row_per_class(tmp_path, rng):
     assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["rain", "dog", "clock_tick", "sneezing"]
     fig.savefig(tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("sr, duration_s", [(8000, 0.5), (8000, 0.1), (11025, 1.0), (22050, 0.3)])
+def test_engineered_vector_of_short_or_low_rate_audio_has_its_usual_length(sr, duration_s, rng):
+    """Short windows (--window-s auto on short clips) and 8-kHz data: same 1,210 finite values, no error."""
+    y = (0.1 * rng.standard_normal(round(sr * duration_s))).astype(np.float32)
+    v = F.REPRESENTATIONS["engineered"](y, sr)
+    assert v.shape == (1210,) and np.isfinite(v).all()
+
+
+def test_spectral_contrast_is_librosas_where_librosa_has_every_band(rng):
+    import librosa
+
+    y = (0.1 * rng.standard_normal(22050)).astype(np.float32)
+    mag = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
+    np.testing.assert_array_equal(F.spectral_contrast(mag, 22050), librosa.feature.spectral_contrast(S=mag, sr=22050))
+    low = F.spectral_contrast(np.abs(librosa.stft(y[:8000], n_fft=2048, hop_length=512)), 8000)
+    assert low.shape[0] == 7 and (low[5] == 0).all() and (low[4] != 0).any()  # the band above 4 kHz is left out

@@ -61,12 +61,12 @@ def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
     rows = np.vstack(
         [
             mfccs,
-            librosa.feature.delta(mfccs),
+            delta(mfccs),
             librosa.feature.spectral_centroid(S=mag, sr=sr),
             librosa.feature.spectral_bandwidth(S=mag, sr=sr),
             librosa.feature.spectral_rolloff(S=mag, sr=sr),
             librosa.feature.spectral_flatness(S=mag),
-            librosa.feature.spectral_contrast(S=mag, sr=sr),
+            spectral_contrast(mag, sr),
             librosa.feature.zero_crossing_rate(y, frame_length=2048, hop_length=512),
             librosa.feature.rms(S=mag, frame_length=2048),
         ]
@@ -76,11 +76,20 @@ def engineered_vector(y: np.ndarray, sr: int) -> np.ndarray:
     ).astype(np.float32)
 
 
+def spectral_contrast(mag: np.ndarray, sr: int, *, n_bands: int = 6, fmin_hz: float = 200.0) -> np.ndarray:
+    """librosa's spectral contrast, (n_bands + 1) rows: at low sample rates the octave bands above Nyquist are
+    left out and their rows are zeros (8 kHz: 5 of 6 bands), so the vector keeps its length."""
+    fit = int(np.ceil(np.log2(sr / 2 / fmin_hz)))  # librosa needs each band's lower edge fmin * 2**(b-1) below Nyquist
+    used = max(1, min(n_bands, fit))
+    rows = librosa.feature.spectral_contrast(S=mag, sr=sr, n_bands=used, fmin=fmin_hz)
+    return np.vstack([rows[:-1], np.zeros((n_bands - used, rows.shape[1]), rows.dtype), rows[-1:]])
+
+
 def band_statistics(mel_db: np.ndarray) -> np.ndarray:
     """Per mel band over time: mean, std, 10th and 90th percentiles, mean absolute delta (5 x n_mels values)."""
     lo, hi = np.percentile(mel_db, [10, 90], axis=1)
-    delta = np.abs(librosa.feature.delta(mel_db)).mean(axis=1)
-    return np.concatenate([mel_db.mean(axis=1), mel_db.std(axis=1), lo, hi, delta])
+    change = np.abs(delta(mel_db)).mean(axis=1)
+    return np.concatenate([mel_db.mean(axis=1), mel_db.std(axis=1), lo, hi, change])
 
 
 def modulation_spectrum(
@@ -138,10 +147,17 @@ def logmel_deltas(
 ) -> np.ndarray:
     """Log-mel, its delta and delta-delta as three channels, (n_mels, frames, 3) float32."""
     lm = logmel(y, sr, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, fmin=fmin, fmax=fmax)
-    width = min(9, lm.shape[1] - (1 - lm.shape[1] % 2))  # delta needs an odd width <= frames
-    return np.stack(
-        [lm, librosa.feature.delta(lm, width=width), librosa.feature.delta(lm, width=width, order=2)], axis=-1
-    ).astype(np.float32)
+    return np.stack([lm, delta(lm), delta(lm, order=2)], axis=-1).astype(np.float32)
+
+
+def delta(x: np.ndarray, *, order: int = 1) -> np.ndarray:
+    """librosa's delta over time (last axis), 9 frames wide, narrower for short windows (it needs an odd width no
+    wider than the frames); zeros under 3 frames."""
+    n = x.shape[-1]
+    width = min(9, n if n % 2 else n - 1)
+    if width < 3:
+        return np.zeros_like(x)
+    return librosa.feature.delta(x, width=width, order=order)
 
 
 def pcen(
