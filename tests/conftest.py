@@ -43,9 +43,10 @@ def prefect_harness():
         yield
 
 
-def esc10_five_second_clips(esc10_dir: Path, per_class: int, held_out: int = 0):
+def esc10_five_second_clips(esc10_dir: Path, per_class: int, held_out: int = 0, *, distinct_groups: bool = False):
     """A manifest of the first `per_class` exactly-5-s ESC-10 clips of each class, and `held_out` further
-    (path, label) pairs per class that it leaves out (for prediction tests)."""
+    (path, label) pairs per class that it leaves out (for prediction tests). distinct_groups: each class's
+    first clip of each source recording first, so that group folds can hold every class on each training side."""
     import pandas as pd
 
     from tasks.cache import file_sha256
@@ -61,6 +62,9 @@ def esc10_five_second_clips(esc10_dir: Path, per_class: int, held_out: int = 0):
             for r in recs[recs["label"] == label].to_dict("records")
             if abs(probe(r["path"])["duration_s"] - 5.0) < 0.01
         ]
+        if distinct_groups:
+            first = {id(r) for r in {r["group"]: r for r in reversed(exact)}.values()}
+            exact = [r for r in exact if id(r) in first] + [r for r in exact if id(r) not in first]
         picked += [
             {
                 **r,

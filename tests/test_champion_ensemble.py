@@ -36,7 +36,7 @@ HELD_OUT = 2  # further clips per class, never trained on
 def cv(esc10_dir, tmp_path_factory) -> dict:
     """30 clips, engineered and raw vectors, 3 group folds; CV of 4 configurations and their ensembles (real runs)."""
     out = tmp_path_factory.mktemp("ens")
-    manifest, held, classes = esc10_five_second_clips(esc10_dir, PER_CLASS, HELD_OUT)
+    manifest, held, classes = esc10_five_second_clips(esc10_dir, PER_CLASS, HELD_OUT, distinct_groups=True)
     write_manifest(out / "manifest.csv", manifest)
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in manifest["path"]])
     feats = {}

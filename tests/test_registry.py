@@ -35,7 +35,7 @@ def experiment(name: str, folder: Path) -> str:
 def tiny(esc10_dir, tmp_path_factory) -> dict:
     """Manifest, clips, engineered features and splits of 30 real 5 s clips."""
     out = tmp_path_factory.mktemp("tiny")
-    manifest, _, classes = esc10_five_second_clips(esc10_dir, PER_CLASS)
+    manifest, _, classes = esc10_five_second_clips(esc10_dir, PER_CLASS, distinct_groups=True)
     clips = np.stack([load_audio(p, sr=SR, duration_s=5.0) for p in manifest["path"]])
     feats = compute("engineered", clips, SR, n_jobs=1)
     manifest_path, feats_path, splits_path = out / "manifest.csv", out / "engineered.npy", out / "splits.json"
