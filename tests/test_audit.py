@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,10 @@ from tasks.data.audit import (
 )
 from tasks.data.duplicates import PAIR_COLUMNS, exact_duplicates, fingerprints, near_duplicates
 from tasks.features.representations import compute
+
+_SPEC = importlib.util.spec_from_file_location("bench_audit", Path(__file__).parents[1] / "bench" / "audit.py")
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
 
 SR = 16000
 ESC10 = SHARED_ESC10
@@ -212,6 +217,90 @@ def test_audit_no_false_alarm_when_speakers_only_colour_the_sound(tmp_path):
     assert result.duplicates.empty
     assert (result.candidates["gap_points"] <= result.candidates["noise_points"]).all()
     assert result.verdict.startswith("no leak found")
+
+
+def _padded(recordings: list[np.ndarray], labels, groups, *, sr: int, window_s: float):
+    """(manifest, clips) of recordings zero-padded into one window each, as the ingestion pads them: one
+    segment per recording, with its duration_s (the content before the padding)."""
+    window = round(window_s * sr)
+    clips = np.zeros((len(recordings), window), np.float32)
+    for i, y in enumerate(recordings):
+        clips[i, : min(len(y), window)] = y[:window]
+    ids = [f"rec{i:04d}" for i in range(len(recordings))]
+    classes = sorted(set(labels))
+    m = pd.DataFrame(
+        {
+            "path": [f"/gen/{g}_{i}_{c}.wav" for i, g, c in zip(ids, groups, labels)],
+            "recording_id": ids,
+            "label": labels,
+            "class_id": [classes.index(c) for c in labels],
+            "fold": pd.array([pd.NA] * len(ids), dtype="Int64"),
+            "group": groups,
+            "content_hash": [f"h{i}" for i in range(len(ids))],
+            "duration_s": [min(len(y), window) / sr for y in recordings],
+        }
+    )
+    return m, clips
+
+
+@pytest.fixture(scope="module")
+def spoken_digits():
+    """The issue's case, smaller: 1,500 distinct word-like recordings of 0.1-2.3 s at 8 kHz (bench/audit.py's
+    generator), ten labels, six speakers given as groups, zero-padded into 3 s windows; plus 15 copies of each
+    kind (re-encoded, 16-bit, gain-changed, trimmed, shifted, resampled), each under another speaker."""
+    rng = np.random.default_rng(3)
+    n, n_copies, speakers = 1500, 15, [f"spk{i}" for i in range(6)]
+    recordings = [bench.word_like(rng) for _ in range(n)]
+    labels = [f"d{i % 10}" for i in range(n)]
+    groups = [speakers[i % 6] for i in range(n)]
+    planted = {}
+    for kind in bench.COPY_KINDS:
+        for source in rng.choice(n, n_copies, replace=False):
+            planted[len(recordings)] = (int(source), kind)
+            recordings.append(bench.copy_of(recordings[source], kind, rng))
+            labels.append(labels[source])
+            groups.append(speakers[(source + 1) % 6])
+    m, clips = _padded(recordings, labels, groups, sr=8000, window_s=3.0)
+    X = rng.standard_normal((len(m), 8)).astype(np.float32)
+    return m, audit(m, clips, 8000, X, seed=0), planted
+
+
+def test_audit_finds_no_near_duplicates_among_distinct_short_clips(spoken_digits):
+    m, result, _ = spoken_digits
+    n_distinct = 1500
+    ids = set(m["recording_id"][:n_distinct])
+    false = result.duplicates[result.duplicates["recording_a"].isin(ids) & result.duplicates["recording_b"].isin(ids)]
+    assert false.empty, f"{len(false)} false pairs among {n_distinct} distinct clips"
+    md = summary_markdown(result)
+    assert "over each segment's sound" in md and "checked in bench/audit.py" in md  # says what a near pair is
+
+
+@pytest.mark.parametrize("kind", bench.COPY_KINDS)
+def test_audit_finds_every_copy_of_a_short_clip(spoken_digits, kind):
+    m, result, planted = spoken_digits
+    ids = m["recording_id"].to_numpy()
+    found = {frozenset(p) for p in result.duplicates[["recording_a", "recording_b"]].to_numpy()}
+    pairs = [frozenset((ids[s], ids[c])) for c, (s, k) in planted.items() if k == kind]
+    missed = [sorted(p) for p in pairs if p not in found]
+    assert not missed, f"{kind}: {len(missed)} of {len(pairs)} copies missed"
+    assert result.leak and result.split == "given groups"
+
+
+def test_short_sound_fingerprint_ignores_padding_and_where_it_sits(rng):
+    """A 0.4 s word zero-padded into a 5 s window matches itself 0.3 s later, quieter, and with the window
+    ending right after it; a segment that fills its window (or nearly) is fingerprinted as a whole, as before."""
+    sr = 8000
+    word = bench.word_like(rng)[: int(0.4 * sr)]
+    clips = np.zeros((3, 5 * sr), np.float32)
+    clips[0, : len(word)] = word
+    clips[1, int(0.3 * sr) : int(0.3 * sr) + len(word)] = 0.1 * word
+    clips[2, : len(word)] = word
+    durations = [len(word) / sr, 0.3 + len(word) / sr, 5.0]
+    fp = fingerprints(clips, sr, duration_s=durations)
+    assert fp[0] @ fp[1] > 0.99
+    np.testing.assert_array_equal(fp[2], fingerprints(clips[2:], sr)[0])  # a full window: no change
+    np.testing.assert_array_equal(fp[2], fingerprints(clips[2:], sr, duration_s=[4.97])[0])  # 30 ms short: same
+    assert fp[0] @ fp[2] < 0.7  # the word alone vs the word at the start of a 5 s window
 
 
 def _esc10(tmp_path_factory) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1,4 +1,5 @@
 """Leakage audit: duplicates across folds, group hints from file names, and what a leaky split costs."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from tasks.data.duplicates import (DEFAULT_THRESHOLD, PAIR_COLUMNS, check_manifest, exact_duplicates,
-                                   fingerprints, near_duplicates, per_recording)
+from tasks.data.duplicates import (
+    DEFAULT_THRESHOLD,
+    PAIR_COLUMNS,
+    check_manifest,
+    exact_duplicates,
+    fingerprints,
+    near_duplicates,
+    near_rule,
+    per_recording,
+    sound_spans,
+)
 from tasks.errors import DatasetError
 
 _SEP = "_. -"
@@ -26,8 +36,19 @@ _SPLIT = re.compile(f"[{_SEP}]+")
 _TOKEN, _GAP = f"[^{_SEP}]+", f"[{_SEP}]+"
 # A gap is reported as a leak only above this many points and twice its paired standard error.
 MIN_GAP_POINTS = 2.0
-CANDIDATE_COLUMNS = ["source", "position", "pattern", "n_groups", "shared_fraction", "examples",
-                     "per_file_accuracy", "accuracy", "gap_points", "noise_points", "significant"]
+CANDIDATE_COLUMNS = [
+    "source",
+    "position",
+    "pattern",
+    "n_groups",
+    "shared_fraction",
+    "examples",
+    "per_file_accuracy",
+    "accuracy",
+    "gap_points",
+    "noise_points",
+    "significant",
+]
 
 
 @dataclass
@@ -49,11 +70,15 @@ class AuditResult:
     n_cv_segments: int = 0
     hints: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    near_rule: str = ""  # what a near-duplicate pair is and how that rule was checked
 
     def tags(self) -> dict[str, str]:
         """MLflow tags for the parent run."""
-        return {"soundflow.audit.verdict": self.verdict[:5000], "soundflow.audit.group_pattern": self.proposed_pattern,
-                "soundflow.audit.gap_points": "" if math.isnan(self.gap_points) else f"{self.gap_points:.1f}"}
+        return {
+            "soundflow.audit.verdict": self.verdict[:5000],
+            "soundflow.audit.group_pattern": self.proposed_pattern,
+            "soundflow.audit.gap_points": "" if math.isnan(self.gap_points) else f"{self.gap_points:.1f}",
+        }
 
 
 def group_hints(manifest: pd.DataFrame, *, min_coverage: float = 0.9, min_shared: float = 0.5) -> list[dict]:
@@ -81,9 +106,16 @@ def group_hints(manifest: pd.DataFrame, *, min_coverage: float = 0.9, min_shared
             continue
         pattern = "^" + f"{_TOKEN}{_GAP}" * pos + f"({_TOKEN})(?=[{_SEP}])"
         groups = apply_group_pattern(names, pattern)
-        out.append({"source": f"file-name token {pos + 1}", "position": pos, "pattern": pattern,
-                    "n_groups": int(pd.Series(groups).nunique()), "shared_fraction": round(float(shared.mean()), 3),
-                    "examples": ", ".join(tok.value_counts().index[:3])})
+        out.append(
+            {
+                "source": f"file-name token {pos + 1}",
+                "position": pos,
+                "pattern": pattern,
+                "n_groups": int(pd.Series(groups).nunique()),
+                "shared_fraction": round(float(shared.mean()), 3),
+                "examples": ", ".join(tok.value_counts().index[:3]),
+            }
+        )
     return out
 
 
@@ -144,13 +176,18 @@ def gap_between(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     d = correct_a.astype(float) - correct_b.astype(float)
     se = 100 * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0
     gap, noise = 100 * d.mean(), max(MIN_GAP_POINTS, 2 * se)
-    return {"accuracy_a": float(correct_a.mean()), "accuracy_b": float(correct_b.mean()),
-            "gap_points": round(float(gap), 2), "noise_points": round(float(noise), 2),
-            "significant": bool(gap > noise)}
+    return {
+        "accuracy_a": float(correct_a.mean()),
+        "accuracy_b": float(correct_b.mean()),
+        "gap_points": round(float(gap), 2),
+        "noise_points": round(float(noise), 2),
+        "significant": bool(gap > noise),
+    }
 
 
-def leak_gap(X: np.ndarray, y: np.ndarray, groups_a: np.ndarray, groups_b: np.ndarray, *, k: int = 5,
-             seed: int = 0) -> dict:
+def leak_gap(
+    X: np.ndarray, y: np.ndarray, groups_a: np.ndarray, groups_b: np.ndarray, *, k: int = 5, seed: int = 0
+) -> dict:
     """Cross-validated accuracy with groups_a (each file its own) and groups_b (proposed), and the gap.
 
     groups_b's StratifiedGroupKFold folds are scored as they are; groups_a gets folds of the same per-class
@@ -187,8 +224,17 @@ def merged_duplicates(manifest: pd.DataFrame, duplicates: pd.DataFrame) -> np.nd
     return component[rec_codes].astype(str)
 
 
-def audit(manifest: pd.DataFrame, clips: np.ndarray, sr: int, X: np.ndarray, *, seed: int = 0, k: int = 5,
-          threshold: float = DEFAULT_THRESHOLD, max_cv_segments: int = 4000) -> AuditResult:
+def audit(
+    manifest: pd.DataFrame,
+    clips: np.ndarray,
+    sr: int,
+    X: np.ndarray,
+    *,
+    seed: int = 0,
+    k: int = 5,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_cv_segments: int = 4000,
+) -> AuditResult:
     """Find duplicates and candidate groupings and measure what ignoring them does to a fast model's accuracy.
 
     Duplicates are searched over every segment; the cross-validations use whole recordings drawn at random
@@ -198,10 +244,13 @@ def audit(manifest: pd.DataFrame, clips: np.ndarray, sr: int, X: np.ndarray, *, 
     m = check_manifest(manifest, len(clips))
     if len(X) != len(m):
         raise DatasetError(f"audit: {len(X)} feature vectors for {len(m)} manifest rows")
-    fp = fingerprints(clips, sr)
+    # a segment shorter than its window (manifest duration_s) is fingerprinted by its sound, not its padding
+    duration_s = manifest["duration_s"].to_numpy(float) if "duration_s" in manifest.columns else None
+    spans = sound_spans(clips, sr, duration_s=duration_s)
+    fp = fingerprints(clips, sr, spans=spans)
     timings = {"fingerprints_s": time.perf_counter() - t0}
     t = time.perf_counter()
-    near = near_duplicates(fp, m, threshold=threshold)
+    near = near_duplicates(fp, m, threshold=threshold, sound_s=(spans[:, 1] - spans[:, 0]) / sr)
     timings["near_duplicates_s"] = time.perf_counter() - t
     duplicates = per_recording(pd.concat([exact_duplicates(m), near], ignore_index=True))
     t = time.perf_counter()
@@ -222,19 +271,36 @@ def audit(manifest: pd.DataFrame, clips: np.ndarray, sr: int, X: np.ndarray, *, 
     timings["total_s"] = time.perf_counter() - t0
     nan = float("nan")
     return AuditResult(
-        duplicates=duplicates, candidates=candidates, split=split,
+        duplicates=duplicates,
+        candidates=candidates,
+        split=split,
         per_file_accuracy=float(best["per_file_accuracy"]) if best is not None else nan,
         grouped_accuracy=float(best["accuracy"]) if best is not None else nan,
         proposed_pattern=str(best["pattern"]) if significant else "",
         gap_points=float(best["gap_points"]) if best is not None else nan,
         noise_points=float(best["noise_points"]) if best is not None else nan,
-        leak=bool(len(crossing)) or significant, verdict=_verdict(split, best, crossing), hints=hints,
-        n_segments=len(m), n_recordings=int(m["recording_id"].nunique()), n_cv_segments=len(rows),
-        timings={key: round(v, 3) for key, v in timings.items()})
+        leak=bool(len(crossing)) or significant,
+        verdict=_verdict(split, best, crossing),
+        hints=hints,
+        n_segments=len(m),
+        n_recordings=int(m["recording_id"].nunique()),
+        n_cv_segments=len(rows),
+        timings={key: round(v, 3) for key, v in timings.items()},
+        near_rule=near_rule(threshold),
+    )
 
 
-def _measure(m: pd.DataFrame, X: np.ndarray, rows: np.ndarray, split: str, hints: list[dict],
-             duplicates: pd.DataFrame, *, k: int, seed: int) -> pd.DataFrame:
+def _measure(
+    m: pd.DataFrame,
+    X: np.ndarray,
+    rows: np.ndarray,
+    split: str,
+    hints: list[dict],
+    duplicates: pd.DataFrame,
+    *,
+    k: int,
+    seed: int,
+) -> pd.DataFrame:
     """CANDIDATE_COLUMNS rows, largest gap first: each hint and the merged duplicates (per-file), or the
     given folds or groups, each against per-file folds of the same sizes, on manifest rows `rows` (X's rows)."""
     y = m["class_id"].to_numpy()[rows]
@@ -254,11 +320,23 @@ def _measure(m: pd.DataFrame, X: np.ndarray, rows: np.ndarray, split: str, hints
         n_groups = int(pd.Series(groups).nunique())
         if n_groups < 2:
             continue
-        folds = (pd.factorize(groups)[0] if split == "given folds"
-                 else folds_from_groups(y, groups, k=_folds(k, groups), seed=seed))
+        folds = (
+            pd.factorize(groups)[0]
+            if split == "given folds"
+            else folds_from_groups(y, groups, k=_folds(k, groups), seed=seed)
+        )
         r = _compare(X, y, per_file, folds, seed=seed)
-        out.append({**hint, "n_groups": n_groups, "per_file_accuracy": r["accuracy_a"], "accuracy": r["accuracy_b"],
-                    "gap_points": r["gap_points"], "noise_points": r["noise_points"], "significant": r["significant"]})
+        out.append(
+            {
+                **hint,
+                "n_groups": n_groups,
+                "per_file_accuracy": r["accuracy_a"],
+                "accuracy": r["accuracy_b"],
+                "gap_points": r["gap_points"],
+                "noise_points": r["noise_points"],
+                "significant": r["significant"],
+            }
+        )
     return pd.DataFrame(out, columns=CANDIDATE_COLUMNS).sort_values("gap_points", ascending=False, ignore_index=True)
 
 
@@ -292,24 +370,32 @@ def _verdict(split: str, best, crossing: pd.DataFrame) -> str:
     parts = []
     if split == "per-file":
         if best is None:
-            parts.append("no file-name token recurs across classes and no duplicates were found, so there is "
-                         "no grouping to test; each file is its own group")
+            parts.append(
+                "no file-name token recurs across classes and no duplicates were found, so there is "
+                "no grouping to test; each file is its own group"
+            )
         elif best["significant"]:
             if best["pattern"]:
-                what = (f"files sharing {best['source']} (e.g. {best['examples']}; {best['n_groups']} groups) "
-                        f"are kept together: pass --group-pattern '{best['pattern']}' or a group column")
+                what = (
+                    f"files sharing {best['source']} (e.g. {best['examples']}; {best['n_groups']} groups) "
+                    f"are kept together: pass --group-pattern '{best['pattern']}' or a group column"
+                )
             else:
                 what = "copies of the same sound are kept together: remove the duplicates or give each set one group"
             before, after = _pct(best["per_file_accuracy"]), _pct(best["accuracy"])
             parts.append(f"accuracy drops from {before} to {after} when {what}")
         else:
-            parts.append(f"no leak found: accuracy is {_pct(best['per_file_accuracy'])} with each file its own group "
-                         f"and {_pct(best['accuracy'])} when {best['source']} is kept together (gap "
-                         f"{best['gap_points']:+.1f} points, within noise of ±{best['noise_points']:.1f})")
+            parts.append(
+                f"no leak found: accuracy is {_pct(best['per_file_accuracy'])} with each file its own group "
+                f"and {_pct(best['accuracy'])} when {best['source']} is kept together (gap "
+                f"{best['gap_points']:+.1f} points, within noise of ±{best['noise_points']:.1f})"
+            )
     else:
         unit = "folds" if split == "given folds" else "groups"
-        line = (f"the given {unit} are used: accuracy {_pct(best['accuracy'])} on them vs "
-                f"{_pct(best['per_file_accuracy'])} with each file its own group (gap {best['gap_points']:+.1f} points")
+        line = (
+            f"the given {unit} are used: accuracy {_pct(best['accuracy'])} on them vs "
+            f"{_pct(best['per_file_accuracy'])} with each file its own group (gap {best['gap_points']:+.1f} points"
+        )
         if best["significant"]:
             parts.append(line + f"): the given {unit} keep related files apart; keep using them")
         else:
@@ -317,34 +403,60 @@ def _verdict(split: str, best, crossing: pd.DataFrame) -> str:
     if len(crossing):
         where = {"given folds": "cross folds", "given groups": "cross groups"}.get(split, "can land on both sides")
         n_exact = int((crossing["kind"] == "exact").sum())
-        parts.append(f"{len(crossing)} duplicate pair(s) {where} ({n_exact} exact, {len(crossing) - n_exact} "
-                     f"near): check audit/duplicates.csv and remove copies or give them one group")
+        parts.append(
+            f"{len(crossing)} duplicate pair(s) {where} ({n_exact} exact, {len(crossing) - n_exact} "
+            f"near): check audit/duplicates.csv and remove copies or give them one group"
+        )
     return "; ".join(parts) + "."
 
 
 def summary_markdown(result: AuditResult, *, max_pairs: int = 20) -> str:
     """audit/summary.md: verdict, the splits compared, candidate groupings and the duplicate pairs."""
-    lines = ["## Leakage audit", "", f"**Verdict:** {result.verdict}", "",
-             f"{result.n_segments} segments from {result.n_recordings} recordings; split: {result.split}; "
-             f"cross-validated on {result.n_cv_segments} segments.", ""]
+    lines = [
+        "## Leakage audit",
+        "",
+        f"**Verdict:** {result.verdict}",
+        "",
+        f"{result.n_segments} segments from {result.n_recordings} recordings; split: {result.split}; "
+        f"cross-validated on {result.n_cv_segments} segments.",
+        "",
+    ]
     if len(result.candidates):
-        lines += ["| grouping | pattern | groups | accuracy | per-file accuracy | gap (points) | noise (±) |",
-                  "|---|---|---|---|---|---|---|",
-                  *(f"| {r.source}{f' (e.g. {r.examples})' if r.examples else ''} | "
-                    f"{f'`{r.pattern}`' if r.pattern else ''} | {r.n_groups} | {_pct(r.accuracy)} | "
-                    f"{_pct(r.per_file_accuracy)} | {r.gap_points:+.1f} | {r.noise_points:.1f} |"
-                    for r in result.candidates.itertuples()), ""]
+        lines += [
+            "| grouping | pattern | groups | accuracy | per-file accuracy | gap (points) | noise (±) |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {r.source}{f' (e.g. {r.examples})' if r.examples else ''} | "
+                f"{f'`{r.pattern}`' if r.pattern else ''} | {r.n_groups} | {_pct(r.accuracy)} | "
+                f"{_pct(r.per_file_accuracy)} | {r.gap_points:+.1f} | {r.noise_points:.1f} |"
+                for r in result.candidates.itertuples()
+            ),
+            "",
+        ]
     if result.split != "per-file" and result.hints:
-        lines += ["File-name tokens that recur across classes (not measured: the split is given): " + "; ".join(
-            f"{h['source']} ({h['n_groups']} groups, e.g. {h['examples']}) `{h['pattern']}`" for h in result.hints), ""]
+        lines += [
+            "File-name tokens that recur across classes (not measured: the split is given): "
+            + "; ".join(
+                f"{h['source']} ({h['n_groups']} groups, e.g. {h['examples']}) `{h['pattern']}`" for h in result.hints
+            ),
+            "",
+        ]
     d = result.duplicates
-    lines.append(f"Duplicate recording pairs: {int((d['kind'] == 'exact').sum())} exact (same content hash), "
-                 f"{int((d['kind'] == 'near').sum())} near (fingerprint cosine ≥ threshold); "
-                 f"{int(d['crosses_fold'].fillna(False).astype(bool).sum())} cross folds.")
+    lines.append(
+        f"Duplicate recording pairs: {int((d['kind'] == 'exact').sum())} exact (same content hash), "
+        f"{int((d['kind'] == 'near').sum())} near ({result.near_rule or 'fingerprint cosine ≥ threshold'}); "
+        f"{int(d['crosses_fold'].fillna(False).astype(bool).sum())} cross folds."
+    )
     if len(d):
-        lines += ["", "| kind | similarity | path a | path b | fold a | fold b |", "|---|---|---|---|---|---|",
-                  *(f"| {r.kind} | {r.similarity:.3f} | {r.path_a} | {r.path_b} | {_na(r.fold_a)} | {_na(r.fold_b)} |"
-                    for r in d.head(max_pairs).itertuples())]
+        lines += [
+            "",
+            "| kind | similarity | path a | path b | fold a | fold b |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {r.kind} | {r.similarity:.3f} | {r.path_a} | {r.path_b} | {_na(r.fold_a)} | {_na(r.fold_b)} |"
+                for r in d.head(max_pairs).itertuples()
+            ),
+        ]
         if len(d) > max_pairs:
             lines.append(f"\n… {len(d) - max_pairs} more in audit/duplicates.csv")
     cost = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in result.timings.items())
