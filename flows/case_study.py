@@ -16,13 +16,13 @@ from tasks.data.ingest import ingest
 from tasks.data.sources import fetch_dataset
 from tasks.data.split import n_folds, split_scheme, split_task, subset_task
 from tasks.errors import SoundflowError
-from tasks.evaluation.ensemble_cv import ensemble_task
 from tasks.evaluation.progress import WorkProgress, estimated_cost
 from tasks.evaluation.train import drop_unavailable, fold_outcome, fold_task, longest_first, plan
 from tasks.features.pretrained import license_tags
 from tasks.features.representations import features_task, rate_of
 from tasks.tracking.audit import audit_task
 from tasks.tracking.cv_runs import log_configuration_task
+from tasks.tracking.ensemble_runs import ensemble_task
 from tasks.tracking.ghosts import close_ghosts_task
 from tasks.tracking.html_report import html_report_task
 from tasks.tracking.registry import best_result, model_name, register_task

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import sys
 import tempfile
 import tomllib
@@ -91,3 +92,26 @@ def start_tensorflow_quietly() -> None:
 
         tf.config.list_physical_devices()
         tf.constant(0.0) + 1.0
+
+
+# Where a run's process lives, as MLflow run tags: a later run closes runs whose process is gone (tracking/ghosts.py).
+HOST_TAG, PID_TAG, PID_START_TAG = "soundflow.host", "soundflow.pid", "soundflow.pid_start"
+
+
+def pid_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_tags() -> dict[str, str]:
+    """Where this process runs, as run tags."""
+    pid = os.getpid()
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
+    start = pid_start(pid)
+    if start:
+        tags[PID_START_TAG] = start
+    return tags

@@ -17,7 +17,7 @@ from tasks.data.audio import load_audio
 from tasks.data.manifest import write_manifest
 from tasks.data.split import make_splits, n_folds
 from tasks.evaluation.cv import predict_proba
-from tasks.evaluation.ensemble_cv import ensemble_task, final_members
+from tasks.evaluation.ensemble_cv import final_members
 from tasks.evaluation.ensembles import Combiner
 from tasks.evaluation.train import fit_fold, plan
 from tasks.features.representations import compute
@@ -25,6 +25,7 @@ from tasks.tracking import pyfunc as serving
 from tasks.tracking import registry
 from tasks.tracking import runs as tracking
 from tasks.tracking.cv_runs import log_configuration_task
+from tasks.tracking.ensemble_runs import ensemble_task
 from tests.conftest import esc10_five_second_clips
 
 SR = 22050

@@ -3,8 +3,8 @@ import pytest
 from sklearn.naive_bayes import GaussianNB
 
 from tasks.evaluation.cv import cross_validate, predict_proba
-from tasks.evaluation.rows import training_rows
 from tasks.models.classical import CLASSICAL, make_classical
+from tasks.models.rows import training_rows
 
 
 def _blobs(rng, n_per=12, n_classes=3, d=5):

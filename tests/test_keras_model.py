@@ -113,7 +113,7 @@ def test_fit_validation_uses_groups(logmels, monkeypatch):
 def test_trains_and_predicts_from_memory_mapped_rows_a_batch_at_a_time(logmels, tmp_path, monkeypatch):
     """Rows over .npy files on disk give the same model as the array in memory, and no read takes more than one
     batch for training (or one chunk for statistics and prediction)."""
-    from tasks.evaluation.rows import Rows, training_rows
+    from tasks.models.rows import Rows, training_rows
 
     X, y, groups = logmels
     np.save(tmp_path / "X.npy", X)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.evaluation.rows import Rows, fit, streams, training_rows
+from tasks.models.rows import Rows, fit, streams, training_rows
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tasks.evaluation import rows as rowsets
+from tasks.models import rows as rowsets
 from tasks.models import streamed
 from tasks.models.streamed import StreamedClassical
 

@@ -1,4 +1,5 @@
 """Read any audio file soundfile can open as float32 mono at a fixed rate and length, or say why not."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,14 @@ def load_checked(
     return y, info, None
 
 
-def decode_region(path: str | os.PathLike, *, sr: int, start_s: float = float("nan"),
-                  end_s: float = float("nan"), allow_silent: bool = False) -> tuple[np.ndarray, dict]:
+def decode_region(
+    path: str | os.PathLike,
+    *,
+    sr: int,
+    start_s: float = float("nan"),
+    end_s: float = float("nan"),
+    allow_silent: bool = False,
+) -> tuple[np.ndarray, dict]:
     """A whole recording (or its [start_s, end_s) region; NaN = from the start / to the end) as float32 mono
     at sr Hz, validated, with its probe info; AudioDecodeError naming the file and the reason.
 
@@ -66,8 +73,15 @@ def decode_region(path: str | os.PathLike, *, sr: int, start_s: float = float("n
     return _decode(Path(path), sr=sr, duration_s=None, start_s=start_s, end_s=end_s, allow_silent=allow_silent)
 
 
-def _decode(path: Path, *, sr: int, duration_s: float | None, start_s: float = float("nan"),
-            end_s: float = float("nan"), allow_silent: bool = False) -> tuple[np.ndarray, dict]:
+def _decode(
+    path: Path,
+    *,
+    sr: int,
+    duration_s: float | None,
+    start_s: float = float("nan"),
+    end_s: float = float("nan"),
+    allow_silent: bool = False,
+) -> tuple[np.ndarray, dict]:
     """Read, validate, downmix, resample and fix the length of one file (or a region of it)."""
     if sr <= 0:
         raise ValueError(f"sr must be a positive number of Hz, got {sr}")
@@ -148,7 +162,9 @@ def _ogg_truncation(path: Path) -> str | None:
             fh.seek(pos)
             head = fh.read(27)
             if len(head) < 27 or head[:4] != b"OggS":
-                return None if last_flags is None and pos == 0 else f"truncated: broken Ogg page at byte {pos} of {size}"
+                return (
+                    None if last_flags is None and pos == 0 else f"truncated: broken Ogg page at byte {pos} of {size}"
+                )
             table = fh.read(head[26])
             end = pos + 27 + head[26] + sum(table)
             if len(table) < head[26] or end > size:
@@ -162,8 +178,12 @@ def _ogg_truncation(path: Path) -> str | None:
 def _info_dict(sample_rate: int, channels: int, frames: int, subtype: str) -> dict:
     """The probe() record."""
     duration = frames / sample_rate if sample_rate else 0.0
-    return {"sample_rate": int(sample_rate), "channels": int(channels),
-            "duration_s": float(duration), "subtype": str(subtype)}
+    return {
+        "sample_rate": int(sample_rate),
+        "channels": int(channels),
+        "duration_s": float(duration),
+        "subtype": str(subtype),
+    }
 
 
 def _short(exc: BaseException) -> str:

@@ -30,15 +30,30 @@ _CACHE_VERSION = 2
 _BLOCK = 256  # segments copied per block when finishing the clip array
 
 
-def build(root: str | os.PathLike, *, dataset: str = "auto", group_pattern: str | None = None, sr: int,
-          window_s: float | str = 5.0, hop_s: float | None = None, min_duration_s: float = 0.0, out_dir: Path,
-          n_jobs: int = 2) -> dict:
+def build(
+    root: str | os.PathLike,
+    *,
+    dataset: str = "auto",
+    group_pattern: str | None = None,
+    sr: int,
+    window_s: float | str = 5.0,
+    hop_s: float | None = None,
+    min_duration_s: float = 0.0,
+    out_dir: Path,
+    n_jobs: int = 2,
+) -> dict:
     """Scan, hash, decode and window a dataset under out_dir (reused when nothing changed); paths and counts."""
     log = run_logger(__name__)
     listing = scan(root, dataset=dataset, group_pattern=group_pattern)
     recs = _with_ids(listing)
-    log.info("dataset: found the %s layout at %s (%s): %d classes, %d recordings", listing.layout, listing.base,
-             listing.name, len(listing.classes), len(recs))
+    log.info(
+        "dataset: found the %s layout at %s (%s): %d classes, %d recordings",
+        listing.layout,
+        listing.base,
+        listing.name,
+        len(listing.classes),
+        len(recs),
+    )
     present = recs[[Path(p).is_file() for p in recs["path"]]]
     hashes = {p: file_sha256(p) for p in present["path"]}
     if window_s == "auto":
@@ -46,40 +61,104 @@ def build(root: str | os.PathLike, *, dataset: str = "auto", group_pattern: str 
         log.info("ingest: --window-s auto: %g s (%s)", window_s, why)
     window_s = float(window_s)
     hop_s = hop_s or window_s
-    key = digest(sorted(zip(present["recording_id"], present["path"].map(hashes), present["label"],
-                            present["fold"].astype(str), present["group"], present["start_s"].astype(str),
-                            present["end_s"].astype(str))),
-                 listing.classes, listing.layout, sr, float(window_s), float(hop_s), float(min_duration_s),
-                 _CACHE_VERSION)
+    key = digest(
+        sorted(
+            zip(
+                present["recording_id"],
+                present["path"].map(hashes),
+                present["label"],
+                present["fold"].astype(str),
+                present["group"],
+                present["start_s"].astype(str),
+                present["end_s"].astype(str),
+            )
+        ),
+        listing.classes,
+        listing.layout,
+        sr,
+        float(window_s),
+        float(hop_s),
+        float(min_duration_s),
+        _CACHE_VERSION,
+    )
     out_dir = Path(out_dir)
-    paths = {kind: out_dir / f"{kind}-{listing.name}-{key}.{ext}" for kind, ext in
-             (("manifest", "csv"), ("clips", "npy"), ("rejected", "csv"), ("dataset", "json"))}
+    paths = {
+        kind: out_dir / f"{kind}-{listing.name}-{key}.{ext}"
+        for kind, ext in (("manifest", "csv"), ("clips", "npy"), ("rejected", "csv"), ("dataset", "json"))
+    }
     if all(p.exists() for p in paths.values()):
         _refresh_paths(paths["manifest"], recs)
         log.info("ingest: reusing %s (%d recordings, digest %s)", paths["manifest"].name, len(recs), key)
     else:
-        rejected = [_rejected(r, "file not found (listed in the dataset's metadata)")
-                    for r in recs[~recs["path"].isin(hashes)].to_dict("records")]
-        log.info("ingest: decoding %d recordings from %s at %d Hz into %g-s windows (hop %g s, %d jobs)",
-                 len(present), listing.base, sr, window_s, hop_s, n_jobs)
-        segments = _decode_to(paths["clips"], present, hashes, rejected, listing.classes, sr=sr, window_s=window_s,
-                              hop_s=hop_s, min_duration_s=min_duration_s, n_jobs=n_jobs, where=listing.base,
-                              rejected_csv=paths["rejected"])
+        rejected = [
+            _rejected(r, "file not found (listed in the dataset's metadata)")
+            for r in recs[~recs["path"].isin(hashes)].to_dict("records")
+        ]
+        log.info(
+            "ingest: decoding %d recordings from %s at %d Hz into %g-s windows (hop %g s, %d jobs)",
+            len(present),
+            listing.base,
+            sr,
+            window_s,
+            hop_s,
+            n_jobs,
+        )
+        segments = _decode_to(
+            paths["clips"],
+            present,
+            hashes,
+            rejected,
+            listing.classes,
+            sr=sr,
+            window_s=window_s,
+            hop_s=hop_s,
+            min_duration_s=min_duration_s,
+            n_jobs=n_jobs,
+            where=listing.base,
+            rejected_csv=paths["rejected"],
+        )
         write_rejected(paths["rejected"], rejected)
-        save_json(paths["dataset"], {"layout": listing.layout, "name": listing.name, "base": str(listing.base),
-                                     "classes": listing.classes, "notes": listing.notes, "sample_rate": sr,
-                                     "window_s": window_s, "hop_s": hop_s, "min_duration_s": min_duration_s})
+        save_json(
+            paths["dataset"],
+            {
+                "layout": listing.layout,
+                "name": listing.name,
+                "base": str(listing.base),
+                "classes": listing.classes,
+                "notes": listing.notes,
+                "sample_rate": sr,
+                "window_s": window_s,
+                "hop_s": hop_s,
+                "min_duration_s": min_duration_s,
+            },
+        )
         write_manifest(paths["manifest"], segments)  # last: its presence marks a complete build
-        log.info("ingest: %d segments from %d recordings, %d rejected -> %s", len(segments),
-                 segments["recording_id"].nunique(), len(rejected), paths["manifest"])
+        log.info(
+            "ingest: %d segments from %d recordings, %d rejected -> %s",
+            len(segments),
+            segments["recording_id"].nunique(),
+            len(rejected),
+            paths["manifest"],
+        )
     for note in listing.notes:
         log.warning("dataset: %s", note)
     manifest = read_manifest(paths["manifest"])
-    return {"manifest": str(paths["manifest"]), "clips": str(paths["clips"]), "rejected": str(paths["rejected"]),
-            "dataset": str(paths["dataset"]), "digest": key, "name": listing.name, "layout": listing.layout,
-            "n_clips": len(manifest), "n_recordings": int(manifest["recording_id"].nunique()),
-            "n_rejected": len(read_rejected(paths["rejected"])), "notes": list(listing.notes),
-            "has_folds": has_folds(manifest), "window_s": window_s, "hop_s": hop_s}
+    return {
+        "manifest": str(paths["manifest"]),
+        "clips": str(paths["clips"]),
+        "rejected": str(paths["rejected"]),
+        "dataset": str(paths["dataset"]),
+        "digest": key,
+        "name": listing.name,
+        "layout": listing.layout,
+        "n_clips": len(manifest),
+        "n_recordings": int(manifest["recording_id"].nunique()),
+        "n_rejected": len(read_rejected(paths["rejected"])),
+        "notes": list(listing.notes),
+        "has_folds": has_folds(manifest),
+        "window_s": window_s,
+        "hop_s": hop_s,
+    }
 
 
 def _durations(recs: pd.DataFrame, hashes: dict, out_dir: Path) -> list[float]:
@@ -118,7 +197,9 @@ def _with_ids(listing: Listing) -> pd.DataFrame:
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
         if np.isnan(row.start_s) and np.isnan(row.end_s):
             return rel
-        return f"{rel}@{0 if np.isnan(row.start_s) else row.start_s:g}-{'' if np.isnan(row.end_s) else f'{row.end_s:g}'}"
+        return (
+            f"{rel}@{0 if np.isnan(row.start_s) else row.start_s:g}-{'' if np.isnan(row.end_s) else f'{row.end_s:g}'}"
+        )
 
     recs["recording_id"] = [rec_id(r) for r in recs.itertuples(index=False)]
     dup = recs["recording_id"].duplicated()
@@ -128,9 +209,21 @@ def _with_ids(listing: Listing) -> pd.DataFrame:
     return recs
 
 
-def _decode_to(clips_npy: Path, recs: pd.DataFrame, hashes: dict, rejected: list[dict], classes: list[str], *,
-               sr: int, window_s: float, hop_s: float, min_duration_s: float, n_jobs: int, where: Path,
-               rejected_csv: Path) -> pd.DataFrame:
+def _decode_to(
+    clips_npy: Path,
+    recs: pd.DataFrame,
+    hashes: dict,
+    rejected: list[dict],
+    classes: list[str],
+    *,
+    sr: int,
+    window_s: float,
+    hop_s: float,
+    min_duration_s: float,
+    n_jobs: int,
+    where: Path,
+    rejected_csv: Path,
+) -> pd.DataFrame:
     """Decode recordings in parallel, streaming their windows to a scratch file; the segment rows."""
     log = run_logger(__name__)
     window, hop = round(sr * window_s), max(1, round(sr * hop_s))
@@ -155,16 +248,18 @@ def _decode_to(clips_npy: Path, recs: pd.DataFrame, hashes: dict, rejected: list
         if empty:
             write_rejected(rejected_csv, rejected)
             reasons = "; ".join(f"{Path(r['path']).name}: {r['reason']}" for r in rejected[:5])
-            raise DatasetError(f"{where}: no usable recordings for classes {empty} (rejected: {reasons}; "
-                               f"full list in {rejected_csv})")
+            raise DatasetError(
+                f"{where}: no usable recordings for classes {empty} (rejected: {reasons}; full list in {rejected_csv})"
+            )
         _finish_npy(Path(scratch), clips_npy, n_rows=len(segments), window=window)
     finally:
         Path(scratch).unlink(missing_ok=True)
     return segments
 
 
-def _segments(path: str, start_s: float, end_s: float, *, sr: int, window: int, hop: int,
-              min_samples: int) -> tuple[np.ndarray | None, list[int] | None, dict | None, str | None]:
+def _segments(
+    path: str, start_s: float, end_s: float, *, sr: int, window: int, hop: int, min_samples: int
+) -> tuple[np.ndarray | None, list[int] | None, dict | None, str | None]:
     """(windows, start samples, probe info, None) for one recording, or (None, None, None, reason)."""
     try:
         y, info = decode_region(path, sr=sr, start_s=start_s, end_s=end_s)
@@ -177,17 +272,31 @@ def _segments(path: str, start_s: float, end_s: float, *, sr: int, window: int, 
     return segs, starts, info, None
 
 
-def _segment_rows(rec: dict, segs: np.ndarray, starts: list[int], info: dict, content_hash: str, *, sr: int,
-                  window: int) -> list[dict]:
+def _segment_rows(
+    rec: dict, segs: np.ndarray, starts: list[int], info: dict, content_hash: str, *, sr: int, window: int
+) -> list[dict]:
     offset = 0.0 if np.isnan(rec["start_s"]) else float(rec["start_s"])
     levels = loudness_db(segs)
-    return [{"recording_id": rec["recording_id"], "path": rec["path"], "filename": Path(rec["path"]).name,
-             "start_s": offset + s / sr, "duration_s": min(window, info["n_samples"] - s) / sr,
-             "label": rec["label"], "class_id": rec["class_id"], "source_class_id": rec["source_class_id"],
-             "fold": rec["fold"], "group": rec["group"], "content_hash": content_hash,
-             "sample_rate": info["sample_rate"], "channels": info["channels"],
-             "recording_duration_s": info["duration_s"], "loudness_db": float(level)}
-            for s, level in zip(starts, levels)]
+    return [
+        {
+            "recording_id": rec["recording_id"],
+            "path": rec["path"],
+            "filename": Path(rec["path"]).name,
+            "start_s": offset + s / sr,
+            "duration_s": min(window, info["n_samples"] - s) / sr,
+            "label": rec["label"],
+            "class_id": rec["class_id"],
+            "source_class_id": rec["source_class_id"],
+            "fold": rec["fold"],
+            "group": rec["group"],
+            "content_hash": content_hash,
+            "sample_rate": info["sample_rate"],
+            "channels": info["channels"],
+            "recording_duration_s": info["duration_s"],
+            "loudness_db": float(level),
+        }
+        for s, level in zip(starts, levels)
+    ]
 
 
 def _finish_npy(raw: Path, dest: Path, *, n_rows: int, window: int) -> None:
@@ -195,8 +304,11 @@ def _finish_npy(raw: Path, dest: Path, *, n_rows: int, window: int) -> None:
     block at a time (plain reads and writes, so no page of either file is held by this process)."""
     if raw.stat().st_size != n_rows * window * 4:
         raise SoundflowError(f"{raw}: {raw.stat().st_size} bytes for {n_rows} windows of {window} samples")
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-              "shape": (n_rows, window)}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": (n_rows, window),
+    }
     with atomic_path(dest) as tmp, open(raw, "rb") as src, open(tmp, "wb") as out:
         np.lib.format.write_array_header_1_0(out, header)
         shutil.copyfileobj(src, out, _BLOCK * window * 4)
@@ -231,9 +343,27 @@ def dataset_info(data: dict) -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def ingest(dataset_root: str, dataset: str, sr: int, window_s: float | str, hop_s: float | None, min_duration_s: float,
-           group_pattern: str | None, data_dir: str, n_jobs: int) -> dict:
+def ingest(
+    dataset_root: str,
+    dataset: str,
+    sr: int,
+    window_s: float | str,
+    hop_s: float | None,
+    min_duration_s: float,
+    group_pattern: str | None,
+    data_dir: str,
+    n_jobs: int,
+) -> dict:
     """Build (or reuse) the manifest and segment array under data_dir/interim; their paths, counts and the window
     used (window_s "auto": from the recordings' durations)."""
-    return build(dataset_root, dataset=dataset, group_pattern=group_pattern, sr=sr, window_s=window_s, hop_s=hop_s,
-                 min_duration_s=min_duration_s, out_dir=Path(data_dir) / "interim", n_jobs=n_jobs)
+    return build(
+        dataset_root,
+        dataset=dataset,
+        group_pattern=group_pattern,
+        sr=sr,
+        window_s=window_s,
+        hop_s=hop_s,
+        min_duration_s=min_duration_s,
+        out_dir=Path(data_dir) / "interim",
+        n_jobs=n_jobs,
+    )

@@ -14,11 +14,13 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> dic
     """Plain numbers and small tables describing a manifest (one row per segment)."""
     recs = manifest.drop_duplicates("recording_id")
     names = class_names(manifest)
-    per_class = pd.DataFrame({
-        "class": names,
-        "recordings": recs.groupby("class_id").size().reindex(range(len(names)), fill_value=0).to_numpy(),
-        "segments": manifest.groupby("class_id").size().reindex(range(len(names)), fill_value=0).to_numpy(),
-    })
+    per_class = pd.DataFrame(
+        {
+            "class": names,
+            "recordings": recs.groupby("class_id").size().reindex(range(len(names)), fill_value=0).to_numpy(),
+            "segments": manifest.groupby("class_id").size().reindex(range(len(names)), fill_value=0).to_numpy(),
+        }
+    )
     folds = None
     if has_folds(manifest):
         folds = pd.crosstab(recs["label"], recs["fold"]).reindex(names)
@@ -26,41 +28,66 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> dic
     durations = pd.cut(recs["recording_duration_s"], _DURATION_BINS_S, right=False).value_counts(sort=False)
     windows = manifest.groupby("recording_id").size()
     return {
-        "layout": info.get("layout", "?"), "name": info.get("name", "?"), "base": info.get("base", "?"),
-        "n_classes": len(names), "n_recordings": len(recs), "n_segments": len(manifest), "per_class": per_class,
-        "folds": folds, "n_groups": int(group_sizes.size), "largest_group": (str(group_sizes.idxmax()),
-                                                                           int(group_sizes.max())),
+        "layout": info.get("layout", "?"),
+        "name": info.get("name", "?"),
+        "base": info.get("base", "?"),
+        "n_classes": len(names),
+        "n_recordings": len(recs),
+        "n_segments": len(manifest),
+        "per_class": per_class,
+        "folds": folds,
+        "n_groups": int(group_sizes.size),
+        "largest_group": (str(group_sizes.idxmax()), int(group_sizes.max())),
         "durations": {str(k): int(v) for k, v in durations.items() if v},
         "sample_rates": {int(k): int(v) for k, v in recs["sample_rate"].value_counts().sort_index().items()},
         "channels": {int(k): int(v) for k, v in recs["channels"].value_counts().sort_index().items()},
-        "windows_per_recording": {"min": int(windows.min()), "median": float(windows.median()),
-                                  "max": int(windows.max())},
-        "window_s": info.get("window_s"), "hop_s": info.get("hop_s"),
-        "rejected": rejected, "notes": list(info.get("notes", [])),
+        "windows_per_recording": {
+            "min": int(windows.min()),
+            "median": float(windows.median()),
+            "max": int(windows.max()),
+        },
+        "window_s": info.get("window_s"),
+        "hop_s": info.get("hop_s"),
+        "rejected": rejected,
+        "notes": list(info.get("notes", [])),
         "split": "the dataset's own folds" if folds is not None else "StratifiedGroupKFold over groups",
     }
 
 
 def summary_markdown(s: dict) -> str:
     """The summary as markdown (terminal, Prefect artifact, MLflow artifact)."""
-    out = [f"# Dataset `{s['name']}` ({s['layout']} layout)", "", f"Source: `{s['base']}`", "",
-           f"{s['n_classes']} classes, {s['n_recordings']} recordings, {s['n_segments']} segments of "
-           f"{s['window_s']:g} s (hop {s['hop_s']:g} s); windows per recording: min "
-           f"{s['windows_per_recording']['min']}, median {s['windows_per_recording']['median']:g}, max "
-           f"{s['windows_per_recording']['max']}.", "",
-           f"Split: {s['split']}. Groups: {s['n_groups']} (largest: `{s['largest_group'][0]}` with "
-           f"{s['largest_group'][1]} recordings).", ""]
+    out = [
+        f"# Dataset `{s['name']}` ({s['layout']} layout)",
+        "",
+        f"Source: `{s['base']}`",
+        "",
+        f"{s['n_classes']} classes, {s['n_recordings']} recordings, {s['n_segments']} segments of "
+        f"{s['window_s']:g} s (hop {s['hop_s']:g} s); windows per recording: min "
+        f"{s['windows_per_recording']['min']}, median {s['windows_per_recording']['median']:g}, max "
+        f"{s['windows_per_recording']['max']}.",
+        "",
+        f"Split: {s['split']}. Groups: {s['n_groups']} (largest: `{s['largest_group'][0]}` with "
+        f"{s['largest_group'][1]} recordings).",
+        "",
+    ]
     out += [f"> **Note:** {n}" for n in s["notes"]] + ([""] if s["notes"] else [])
     out += ["## Classes", "", "| class | recordings | segments |", "|---|---|---|"]
     out += [f"| {r['class']} | {r['recordings']} | {r['segments']} |" for r in s["per_class"].to_dict("records")]
     if s["folds"] is not None:
         folds = s["folds"]
-        out += ["", "## Recordings per fold and class", "", "| class | " + " | ".join(f"fold {f}" for f in folds.columns)
-                + " |", "|---|" + "---|" * len(folds.columns)]
+        out += [
+            "",
+            "## Recordings per fold and class",
+            "",
+            "| class | " + " | ".join(f"fold {f}" for f in folds.columns) + " |",
+            "|---|" + "---|" * len(folds.columns),
+        ]
         out += [f"| {label} | " + " | ".join(str(int(v)) for v in row) + " |" for label, row in folds.iterrows()]
     out += ["", "## Recordings", "", "| duration | recordings |", "|---|---|"]
     out += [f"| {k} s | {v} |" for k, v in s["durations"].items()]
-    out += ["", "| sample rate (Hz) | recordings |", "|---|---|"] + [f"| {k} | {v} |" for k, v in s["sample_rates"].items()]
+    out += ["", "| sample rate (Hz) | recordings |", "|---|---|"] + [
+        f"| {k} | {v} |" for k, v in s["sample_rates"].items()
+    ]
     out += ["", "| channels | recordings |", "|---|---|"] + [f"| {k} | {v} |" for k, v in s["channels"].items()]
     rej = s["rejected"]
     out += ["", f"## Rejected files ({len(rej)})", ""]

@@ -111,8 +111,12 @@ def write_manifest(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """Load a manifest with its types (labels and groups stay strings: '0', '007')."""
-    frame = pd.read_csv(path, dtype={c: ("string" if t == "string" else None) for c, t in COLUMNS.items()},
-                        keep_default_na=False, na_values={"fold": [""]})
+    frame = pd.read_csv(
+        path,
+        dtype={c: ("string" if t == "string" else None) for c, t in COLUMNS.items()},
+        keep_default_na=False,
+        na_values={"fold": [""]},
+    )
     return validate(frame, where=str(path))
 
 

@@ -39,7 +39,9 @@ def resolve_source(source: str | None, *, raw_dir: Path) -> Path:
         archive = download(source, raw_dir / "downloads" / name)
         if not zipfile.is_zipfile(archive):  # e.g. cut short by a server that sent no length
             archive.unlink()
-            raise DownloadError(f"{source}: the download is not a complete zip archive (deleted; a retry fetches it again)")
+            raise DownloadError(
+                f"{source}: the download is not a complete zip archive (deleted; a retry fetches it again)"
+            )
         return _extract(archive, target, identity={"source": source})
     path = Path(source).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix.lower() == ".csv"):
@@ -68,7 +70,9 @@ def _marker(target: Path) -> dict | None:
         return json.loads((target / MARKER).read_text())
     except (OSError, ValueError):
         if target.exists():
-            raise DatasetError(f"{target}: exists but was not extracted by soundflow; remove it or pass it as the source") from None
+            raise DatasetError(
+                f"{target}: exists but was not extracted by soundflow; remove it or pass it as the source"
+            ) from None
         return None
 
 
@@ -111,12 +115,22 @@ def _check_member(archive: Path, info: zipfile.ZipInfo) -> None:
     raise DatasetError(f"{archive}: unsafe member {name!r} ({why}); refusing to extract")
 
 
-def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = None,
-             expected_sha256: str | None = None, progress: bool = True, timeout_s: float = 60.0) -> Path:
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    expected_size: int | None = None,
+    expected_sha256: str | None = None,
+    progress: bool = True,
+    timeout_s: float = 60.0,
+) -> Path:
     """Stream url to dest via dest.part (resuming with Range), verify size and sha256, rename at the end."""
     dest = Path(dest)
-    if (dest.exists() and (expected_size is None or dest.stat().st_size == expected_size)
-            and (expected_sha256 is None or file_sha256(dest) == expected_sha256.lower())):
+    if (
+        dest.exists()
+        and (expected_size is None or dest.stat().st_size == expected_size)
+        and (expected_sha256 is None or file_sha256(dest) == expected_sha256.lower())
+    ):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -187,7 +201,6 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout_s: float, allow_resu
         except (OSError, http.client.HTTPException) as exc:  # connection reset, timeout, IncompleteRead
             raise DownloadError(f"{url}: interrupted after {done} bytes ({exc}); retry resumes") from exc
     return total
-
 
 
 def _retry_on_io(task, task_run, state) -> bool:

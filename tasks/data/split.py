@@ -1,4 +1,5 @@
 """Train/test splits that never put one group (source recording, speaker, the windows of one file) on both sides."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedGroupKFold
 
-from tasks.data.manifest import has_folds, read_manifest, write_manifest
 from tasks.cache import save_json
+from tasks.data.manifest import has_folds, read_manifest, write_manifest
 from tasks.errors import DatasetError
 
 Scheme = Literal["auto", "official", "group_kfold", "book_holdout"]
@@ -21,8 +22,10 @@ def official_folds(folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """One (train, test) pair per official fold id."""
     folds = pd.array(folds, dtype="Int64")
     if pd.isna(folds).any():
-        raise DatasetError("split='official' needs the dataset's own folds, and this dataset has none; "
-                           "use split='auto' or 'group_kfold'")
+        raise DatasetError(
+            "split='official' needs the dataset's own folds, and this dataset has none; "
+            "use split='auto' or 'group_kfold'"
+        )
     folds = np.asarray(folds, dtype=int)
     ids = sorted(set(folds.tolist()))
     if len(ids) < 2:
@@ -39,7 +42,9 @@ def group_kfold(y: np.ndarray, groups: np.ndarray, *, k: int, seed: int) -> list
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y, groups)]
 
 
-def book_holdout(y: np.ndarray, groups: np.ndarray, *, per_class: int = 8, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def book_holdout(
+    y: np.ndarray, groups: np.ndarray, *, per_class: int = 8, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The book's single split: about `per_class` clips of each class held out, whole sources at a time."""
     rng = np.random.default_rng(seed)
     test: list[int] = []
@@ -75,7 +80,9 @@ class SplitChoice:
     note: str = ""
 
 
-def make_splits(manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_splits(
+    manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Splits for a manifest (row indices of segments); a group's segments (and their copies) stay together.
 
     auto: the dataset's own folds when it has them and they pass the checks, else StratifiedGroupKFold over `group`."""
@@ -100,9 +107,11 @@ def choose_splits(manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int
                 scheme = "official"
             else:
                 scheme = "group_kfold"
-                note = (f"the dataset's own folds cannot be trusted ({_listed(problems)}; rows per fold: "
-                        f"{fold_sizes(folds)}): fell back to {k}-fold cross-validation grouped by group "
-                        f"(StratifiedGroupKFold)")
+                note = (
+                    f"the dataset's own folds cannot be trusted ({_listed(problems)}; rows per fold: "
+                    f"{fold_sizes(folds)}): fell back to {k}-fold cross-validation grouped by group "
+                    f"(StratifiedGroupKFold)"
+                )
     if scheme == "official":
         folds = manifest["fold"].to_numpy()
         splits = official_folds(folds)
@@ -111,7 +120,8 @@ def choose_splits(manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int
             raise DatasetError(
                 f"the dataset's own folds cannot be trusted for cross-validation: {_listed(problems)}. Rows per "
                 f"fold: {fold_sizes(folds)}. Use --split group_kfold (StratifiedGroupKFold over the groups), or "
-                f"--split auto, which falls back to it")
+                f"--split auto, which falls back to it"
+            )
     elif scheme == "group_kfold":
         splits = group_kfold(y, groups, k=k, seed=seed)
         problems = split_problems(splits, y, names, list(range(len(splits))))
@@ -119,7 +129,8 @@ def choose_splits(manifest: pd.DataFrame, *, scheme: Scheme = "official", k: int
             raise DatasetError(
                 f"group k-fold (k={k}) cannot make folds to trust: {_listed(problems)}. "
                 f"{_few_groups(y, groups, names, k)}Give more groups (a finer group column or --group-pattern), "
-                f"lower --k, or drop the classes with too few groups")
+                f"lower --k, or drop the classes with too few groups"
+            )
     elif scheme == "book_holdout":
         splits = book_holdout(y, groups, seed=seed)
     else:
@@ -139,13 +150,17 @@ def split_problems(splits, y: np.ndarray, names: dict, fold_names: list) -> list
         if len(missing):
             shown = ", ".join(repr(str(names.get(c, c))) for c in missing[:5].tolist())
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            lacking.append(f"with fold {name} as the test fold, training lacks {len(missing)} of {len(classes)} "
-                            f"classes ({shown}{more})")
+            lacking.append(
+                f"with fold {name} as the test fold, training lacks {len(missing)} of {len(classes)} "
+                f"classes ({shown}{more})"
+            )
         if len(te) > max(MAX_TEST_SHARE, 1.5 / max(len(splits), 1)) * len(y):
             oversized.append(f"fold {name} holds {len(te)} of {len(y)} rows ({len(te) / len(y):.0%})")
         if len(splits) > 1 and len(te) < MIN_TEST_SHARE_OF_MEAN * mean_test:
-            small.append(f"fold {name} tests only {len(te)} rows (the folds average {mean_test:.0f}): "
-                            f"{len(np.unique(y[te]))} of {len(classes)} classes")
+            small.append(
+                f"fold {name} tests only {len(te)} rows (the folds average {mean_test:.0f}): "
+                f"{len(np.unique(y[te]))} of {len(classes)} classes"
+            )
     return oversized + lacking + small
 
 

@@ -29,8 +29,8 @@ def cut(y: np.ndarray, *, window: int, hop: int) -> tuple[np.ndarray, list[int]]
     starts = window_starts(len(y), window=window, hop=hop)
     out = np.zeros((len(starts), window), np.float32)
     for i, s in enumerate(starts):
-        part = y[s:s + window]
-        out[i, :len(part)] = part
+        part = y[s : s + window]
+        out[i, : len(part)] = part
     return out, starts
 
 
@@ -60,7 +60,7 @@ def pool(proba: np.ndarray, owner: np.ndarray, weights: np.ndarray | None = None
     keys, codes = _codes(owner)
     w = np.ones(len(codes)) if weights is None else np.asarray(weights, float)
     total = np.bincount(codes, weights=w, minlength=len(keys))
-    w = np.where(total[codes] > 0, w, 1.0)             # a recording with no vote left: plain mean
+    w = np.where(total[codes] > 0, w, 1.0)  # a recording with no vote left: plain mean
     total = np.bincount(codes, weights=w, minlength=len(keys))
     out = np.zeros((len(keys), proba.shape[1]))
     np.add.at(out, codes, proba * w[:, None])
@@ -73,8 +73,9 @@ AUTO_CAP_S = 5.0
 AUTO_FLOOR_S = 0.5
 
 
-def auto_window_s(durations_s, *, quantile: float = AUTO_QUANTILE, cap_s: float = AUTO_CAP_S,
-                  floor_s: float = AUTO_FLOOR_S) -> tuple[float, str]:
+def auto_window_s(
+    durations_s, *, quantile: float = AUTO_QUANTILE, cap_s: float = AUTO_CAP_S, floor_s: float = AUTO_FLOOR_S
+) -> tuple[float, str]:
     """(window in seconds, the reason in words): the `quantile` of the recordings' durations rounded up to 0.1 s,
     capped at cap_s (longer recordings are cut into windows) and at least floor_s."""
     d = np.asarray([x for x in durations_s if np.isfinite(x) and x > 0], float)

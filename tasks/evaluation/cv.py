@@ -7,8 +7,8 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.evaluation import rows as rowsets
-from tasks.evaluation.rows import Rows
+from tasks.models import rows as rowsets
+from tasks.models.rows import Rows
 
 
 def predict_proba(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:

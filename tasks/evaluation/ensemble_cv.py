@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import save_npy
 from tasks.data.manifest import class_names, pooling, read_manifest
 from tasks.data.split import load_splits
 from tasks.evaluation.ensembles import (
@@ -22,9 +18,7 @@ from tasks.evaluation.ensembles import (
     optimistic_weights,
     vote,
 )
-from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
-from tasks.features.pretrained import license_tags
-from tasks.tracking import runs as tracking
+from tasks.evaluation.metrics import cv_summary, scalar_metrics
 
 FIXED = {"average": average, "maximum": maximum, "vote": vote}
 
@@ -131,8 +125,23 @@ def pool_members(names: list[str], patterns: list[str]) -> list[str]:
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
-@task(cache_policy=NO_CACHE)
-def ensemble_task(
+@dataclass(frozen=True)
+class EnsembleOutcome:
+    """One ensemble's cross-validated result: what tracking logs and the champion needs (no MLflow here)."""
+
+    name: str  # "<group>:<combiner>"
+    group: str  # "ensemble", a named pool, or "<model>-repeats"
+    combiner: str
+    params: dict  # the run's parameters (model, features, combiner, seed, optimizer, n_members, pool)
+    proba: np.ndarray  # out-of-fold probabilities
+    per_fold: list[dict]  # members (and weights) chosen in each fold
+    summary: dict  # cv_summary of the out-of-fold probabilities
+    metrics: dict  # scalar metrics (and the book's optimistic accuracy where it applies)
+    members: list[str]  # every configuration that was a member in some fold
+    final: list[str]  # the members chosen on all folds (the champion's)
+
+
+def evaluate_ensembles(
     results: list[dict],
     manifest_path: str,
     splits_path: str,
@@ -141,20 +150,16 @@ def ensemble_task(
     n_members: int,
     method: str,
     seed: int,
-    experiment_id: str,
-    parent_id: str,
-    results_dir: str,
     pools: dict[str, list[str]] | None = None,
-) -> list[dict]:
+    log=None,
+) -> list[EnsembleOutcome]:
     """Mixed-family ensembles over every configuration ("ensemble:<combiner>"), over each named pool of
-    configurations ("<pool>:<combiner>"), and of each model's repeated trainings; each a nested MLflow run."""
-    log = get_run_logger()
+    configurations ("<pool>:<combiner>"), and of each model's repeated trainings, cross-validated fold-safely."""
     manifest = read_manifest(manifest_path)
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
     owner, weights = pooling(manifest)
     splits = load_splits(splits_path)
     probas = {r["name"]: np.load(r["proba"]) for r in results}
-    by_name = {r["name"]: r for r in results}
     family = {r["name"]: r["family"] for r in results}
     view = {r["name"]: r["features"] for r in results}
     # group -> (candidate configurations, fixed members or None: chosen per fold by select_members)
@@ -163,7 +168,7 @@ def ensemble_task(
         chosen = pool_members(list(probas), patterns)
         if len(chosen) >= 2:
             groups[pool] = (chosen, None)
-        elif patterns:
+        elif patterns and log is not None:
             log.warning("ensemble pool %r matches %d configuration(s) (%s): skipped", pool, len(chosen), patterns)
     for model in dict.fromkeys(r["model"] for r in results):
         reps = [r["name"] for r in results if r["model"] == model and "#" in r["name"]]
@@ -183,69 +188,30 @@ def ensemble_task(
                 "n_members": n_members,
                 "pool": group if group == "ensemble" or fixed else f"{group}: {', '.join(candidates)}",
             }
-            with tracking.run(
-                experiment_id, name=name, params=params, parent_id=parent_id, tags={"soundflow.kind": "ensemble"}
-            ) as run_id:
-                res = fold_safe_ensemble(
-                    pool_probas,
-                    family,
-                    y,
-                    splits,
-                    combiner=combiner,
-                    n_members=n_members,
-                    method=method,
-                    seed=seed,
-                    fixed_members=fixed,
-                    view=view,
-                )
-                summary = cv_summary(y, res["proba"], splits, names, owner=owner, weights=weights)
-                metrics = scalar_metrics(summary)
-                if combiner == "weighted" and fixed:
-                    P = np.stack([probas[m] for m in fixed])
-                    tested = ~np.isnan(P[0, :, 0])
-                    w, score, _ = optimistic_weights(P[:, tested], y[tested], method=method, seed=seed, n_iter=100)
-                    metrics["optimistic_accuracy"] = score  # the book's variant: tuned on the scored clips
-                tracking.log_metrics(run_id, metrics)
-                tracking.log_series(run_id, "fold_accuracy", summary["fold_accuracy"])
-                tracking.log_text(
-                    run_id, pd.DataFrame(res["per_fold"]).to_json(orient="records", indent=1), "members.json"
-                )
-                members = sorted({m for f in res["per_fold"] for m in f["members"]})
-                final = final_members(pool_probas, family, y, n_members=n_members, view=view, fixed_members=fixed)
-                tracking.log_params(run_id, {"members": members, "final_members": final})
-                for key, value in license_tags(view[m] for m in {*members, *final}).items():
-                    tracking.client().set_tag(run_id, key, value)
-                tracking.log_figure(
-                    run_id, confusion_figure(summary["confusion"], names, title=name), "confusion_matrix.png"
-                )
-                tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
-                tracking.log_text(run_id, summary["report"], "classification_report.txt")
-            path = str(save_npy(Path(results_dir) / f"ensemble-{group}-{combiner}-{parent_id[:8]}.npy", res["proba"]))
-            log.info(
-                "%s: %.1f%% +- %.1f (members %s)",
-                name,
-                100 * summary["cv_accuracy_mean"],
-                100 * summary["cv_accuracy_sem"],
-                ", ".join(members),
+            res = fold_safe_ensemble(
+                pool_probas,
+                family,
+                y,
+                splits,
+                combiner=combiner,
+                n_members=n_members,
+                method=method,
+                seed=seed,
+                fixed_members=fixed,
+                view=view,
             )
+            summary = cv_summary(y, res["proba"], splits, names, owner=owner, weights=weights)
+            metrics = scalar_metrics(summary)
+            if combiner == "weighted" and fixed:
+                P = np.stack([probas[m] for m in fixed])
+                tested = ~np.isnan(P[0, :, 0])
+                w, score, _ = optimistic_weights(P[:, tested], y[tested], method=method, seed=seed, n_iter=100)
+                metrics["optimistic_accuracy"] = score  # the book's variant: tuned on the scored clips
+            members = sorted({m for f in res["per_fold"] for m in f["members"]})
+            final = final_members(pool_probas, family, y, n_members=n_members, view=view, fixed_members=fixed)
             out.append(
-                {
-                    "name": name,
-                    "model": name,
-                    "features": "probabilities",
-                    "augmented": False,
-                    "family": "ensemble",
-                    "run_id": run_id,
-                    "proba": path,
-                    "cv_accuracy_mean": summary["cv_accuracy_mean"],
-                    "cv_accuracy_sem": summary["cv_accuracy_sem"],
-                    "macro_f1_mean": summary["macro_f1_mean"],
-                    "fit_seconds": 0.0,
-                    "members": members,
-                    "combiner": combiner,
-                    "optimizer": method,
-                    "seed": seed,
-                    "final_members": [by_name[m] for m in final],
-                }
+                EnsembleOutcome(
+                    name, group, combiner, params, res["proba"], res["per_fold"], summary, metrics, members, final
+                )
             )
     return out

@@ -32,8 +32,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
-from tasks.evaluation.rows import BLOCK_BYTES, Rows  # noqa: E402
 from tasks.models.nets import MODEL_NAMES, build_model  # noqa: E402
+from tasks.models.rows import BLOCK_BYTES, Rows  # noqa: E402
 
 _CHUNK_BYTES = BLOCK_BYTES
 
@@ -146,7 +146,7 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
       which needs a net without Flatten (cnn2d_logmel, built with a variable-length time axis).
     """
 
-    reads_rows = True  # fit and predict_proba read Rows batch by batch (tasks/evaluation/rows.py)
+    reads_rows = True  # fit and predict_proba read Rows batch by batch (tasks/models/rows.py)
 
     def __init__(
         self,

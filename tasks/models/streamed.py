@@ -19,7 +19,7 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tasks.evaluation.rows import BLOCK_BYTES, Rows
+from tasks.models.rows import BLOCK_BYTES, Rows
 
 # Training sets up to this size are read once and kept for the solver's repeated passes; larger ones are read again
 # from their files at every pass (a block at a time), so memory stays bounded by this plus one block.
@@ -168,7 +168,7 @@ class StreamedClassical(ClassifierMixin, BaseEstimator):
     """A standardized nearest-centroid, Gaussian naive Bayes or logistic-regression model fitted from Rows a block at a
     time (arrays too); `model_` is the equivalent fitted scikit-learn pipeline, which predicts."""
 
-    reads_rows = True  # fit and predict_proba read Rows block by block (tasks/evaluation/rows.py)
+    reads_rows = True  # fit and predict_proba read Rows block by block (tasks/models/rows.py)
 
     def __init__(self, kind: str = "gaussian_nb", C: float = 1.0, max_iter: int = 100, tol: float = 1e-4):
         self.kind, self.C, self.max_iter, self.tol = kind, C, max_iter, tol

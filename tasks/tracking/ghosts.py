@@ -14,28 +14,12 @@ from mlflow import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-HOST_TAG, PID_TAG, PID_START_TAG = "soundflow.host", "soundflow.pid", "soundflow.pid_start"
+from tasks.logs import run_logger
+from tasks.runtime import HOST_TAG, PID_START_TAG, PID_TAG, pid_start, process_tags  # noqa: F401 (re-exported)
+from tasks.tracking import runs as tracking
+
 REASON_TAG = "soundflow.killed_reason"
 _FINAL_PREFECT_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def pid_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or None if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def process_tags() -> dict[str, str]:
-    """Where this process runs, as run tags."""
-    pid = os.getpid()
-    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
-    start = pid_start(pid)
-    if start:
-        tags[PID_START_TAG] = start
-    return tags
 
 
 def _alive(pid: int) -> bool:
@@ -127,9 +111,6 @@ def close_ghosts(client: MlflowClient, **kwargs) -> list[tuple[str, str]]:
 @task(cache_policy=NO_CACHE)
 def close_ghosts_task() -> int:
     """Close the ghost runs of the configured store (a run's first step), logging each; returns how many."""
-    from tasks.logs import run_logger
-    from tasks.tracking import runs as tracking
-
     log = run_logger(__name__)
     closed = close_ghosts(tracking.client())
     for run_id, why in closed:

@@ -21,12 +21,12 @@ from tasks.cache import digest
 from tasks.config import tracking_uri
 from tasks.data.manifest import class_names, read_manifest
 from tasks.errors import SoundflowError
-from tasks.evaluation import rows as rowsets
 from tasks.evaluation.ensembles import Combiner
 from tasks.features.pretrained import license_tags
 from tasks.features.representations import resolved_opts
 from tasks.logs import run_logger
 from tasks.models import catalog
+from tasks.models import rows as rowsets
 from tasks.tracking import runs as tracking
 from tasks.tracking.pyfunc import load_estimator, log_ensemble_model, save_estimator
 

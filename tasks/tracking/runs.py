@@ -19,6 +19,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 
 from tasks import config
 from tasks.data.manifest import read_manifest
+from tasks.runtime import process_tags
 
 MAX_PARAM_LEN = 6000
 # MLflow 3 opens an experiment on its GenAI overview unless tagged as model development (the training runs view).
@@ -82,8 +83,6 @@ def start_run(
     parent_id: str | None = None,
 ) -> str:
     """Create a run (nested under parent_id if given) and log its params; returns the run id."""
-    from tasks.tracking.ghosts import process_tags
-
     all_tags = {"mlflow.source.git.commit": git_commit(), **_flow_run_tags(), **process_tags(), **(tags or {})}
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id

@@ -12,9 +12,11 @@ from tasks.errors import DatasetError
 # detection order: the most specific layout first
 ADAPTERS = {"esc50": esc50, "urbansound8k": urbansound8k, "esc10": esc10, "folders": folders, "csv": csv_manifest}
 DATASETS = ("auto", "esc10", "esc50", "urbansound8k", "folders", "csv")
-_HELP = ("expected one of: ESC-10 ('NNN - Class name/F-ID-T.ogg'), ESC-50 ('audio/' + 'meta/esc50.csv'), "
-         "UrbanSound8K ('audio/fold1..10/' + 'metadata/UrbanSound8K.csv'), one folder per class "
-         "('class_name/*.wav'), or a CSV manifest with columns path,label")
+_HELP = (
+    "expected one of: ESC-10 ('NNN - Class name/F-ID-T.ogg'), ESC-50 ('audio/' + 'meta/esc50.csv'), "
+    "UrbanSound8K ('audio/fold1..10/' + 'metadata/UrbanSound8K.csv'), one folder per class "
+    "('class_name/*.wav'), or a CSV manifest with columns path,label"
+)
 
 
 def detect(root: str | os.PathLike) -> tuple[str, Path]:

@@ -37,8 +37,9 @@ def listing(base: Path, layout: str, name: str, classes: list[str], rows: list[d
     unknown = sorted(set(frame["label"]) - set(classes))
     if unknown:
         raise DatasetError(f"{base}: labels {unknown} are not among the classes {classes}")
-    frame = frame.sort_values(["label", "path"], key=lambda s: s.map(classes.index) if s.name == "label" else s,
-                              kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(
+        ["label", "path"], key=lambda s: s.map(classes.index) if s.name == "label" else s, kind="stable"
+    ).reset_index(drop=True)
     return Listing(base, layout, name, classes, frame, list(notes or []))
 
 
@@ -49,8 +50,11 @@ def subdirs(folder: Path) -> list[Path]:
 
 def audio_files(folder: Path) -> list[Path]:
     """Visible audio files directly in folder, sorted."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def read_table(path: Path, required: set[str]) -> pd.DataFrame:

@@ -40,15 +40,29 @@ def scan(csv: Path) -> Listing:
         if not np.isnan(end) and end <= (0 if np.isnan(start) else start):
             raise DatasetError(f"{where} ({path}): end_s {end} must be after start_s")
         fold = _number(rec.get("fold"), where, "fold")
-        rows.append({"path": str(path.absolute()), "label": label, "fold": None if np.isnan(fold) else int(fold),
-                     "group": (rec.get("group") or "").strip() or f"{label}/{path.name}",
-                     "start_s": start, "end_s": end})
+        rows.append(
+            {
+                "path": str(path.absolute()),
+                "label": label,
+                "fold": None if np.isnan(fold) else int(fold),
+                "group": (rec.get("group") or "").strip() or f"{label}/{path.name}",
+                "start_s": start,
+                "end_s": end,
+            }
+        )
     folds = pd.Series([r["fold"] for r in rows])
     if folds.notna().any() and folds.isna().any():
         raise DatasetError(f"{csv} row {int(folds.isna().idxmax()) + 1}: empty fold while other rows have one")
-    notes = [] if "group" in meta.columns else [NO_GROUPS.replace("pass --group-pattern REGEX (its first capture "
-                                                                  "group, matched against the file name)",
-                                                                  "add a 'group' column")]
+    notes = (
+        []
+        if "group" in meta.columns
+        else [
+            NO_GROUPS.replace(
+                "pass --group-pattern REGEX (its first capture group, matched against the file name)",
+                "add a 'group' column",
+            )
+        ]
+    )
     return listing(csv, "csv", csv.stem, sorted({r["label"] for r in rows}), rows, notes)
 
 

@@ -10,14 +10,29 @@ from tasks.errors import DatasetError
 
 # The book's label order for ESC-10 (Kneusel, ch. 12), keyed by ESC-50 category names.
 BOOK_CLASSES: tuple[str, ...] = (
-    "rain", "rooster", "crying_baby", "sea_waves", "clock_tick",
-    "sneezing", "dog", "crackling_fire", "helicopter", "chainsaw",
+    "rain",
+    "rooster",
+    "crying_baby",
+    "sea_waves",
+    "clock_tick",
+    "sneezing",
+    "dog",
+    "crackling_fire",
+    "helicopter",
+    "chainsaw",
 )
 # ESC-10's own folder names ("001 - Dog bark") mapped to ESC-50 category names.
 FOLDERS: dict[str, str] = {
-    "Dog bark": "dog", "Rain": "rain", "Sea waves": "sea_waves", "Baby cry": "crying_baby",
-    "Clock tick": "clock_tick", "Person sneeze": "sneezing", "Helicopter": "helicopter",
-    "Chainsaw": "chainsaw", "Rooster": "rooster", "Fire crackling": "crackling_fire",
+    "Dog bark": "dog",
+    "Rain": "rain",
+    "Sea waves": "sea_waves",
+    "Baby cry": "crying_baby",
+    "Clock tick": "clock_tick",
+    "Person sneeze": "sneezing",
+    "Helicopter": "helicopter",
+    "Chainsaw": "chainsaw",
+    "Rooster": "rooster",
+    "Fire crackling": "crackling_fire",
 }
 _DIR = re.compile(r"^(\d{3}) - (.+)$")
 CLIP_NAME = re.compile(r"^(\d+)-([^-]+)-([^-.]+)")  # fold-freesoundID-take[-target]
@@ -47,6 +62,7 @@ def scan(base: Path) -> Listing:
         label = FOLDERS[match.group(2)]
         for path in audio_files(folder):
             fold, source = parse_name(path)
-            rows.append({"path": str(path), "label": label, "fold": fold, "group": source,
-                         "source_class_id": match.group(1)})
+            rows.append(
+                {"path": str(path), "label": label, "fold": fold, "group": source, "source_class_id": match.group(1)}
+            )
     return listing(base, "esc10", "esc10", list(BOOK_CLASSES), rows)

@@ -29,6 +29,14 @@ def scan(base: Path, *, subset: str = "esc50") -> Listing:
     else:
         pairs = meta[["target", "category"]].drop_duplicates()
         classes = list(pairs.sort_values("target", key=lambda s: s.astype(int))["category"])
-    rows = [{"path": str(base / "audio" / r.filename), "label": r.category, "fold": int(r.fold),
-             "group": r.src_file, "source_class_id": r.target} for r in meta.itertuples(index=False)]
+    rows = [
+        {
+            "path": str(base / "audio" / r.filename),
+            "label": r.category,
+            "fold": int(r.fold),
+            "group": r.src_file,
+            "source_class_id": r.target,
+        }
+        for r in meta.itertuples(index=False)
+    ]
     return listing(base, "esc50", subset, classes, rows)

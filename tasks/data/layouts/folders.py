@@ -8,9 +8,11 @@ from pathlib import Path
 from tasks.data.layouts.base import Listing, audio_files, listing, subdirs
 from tasks.errors import DatasetError
 
-NO_GROUPS = ("no group information: each file is its own group, so recordings that belong together (one speaker, "
-             "one source recording cut into slices) may land on both sides of a fold and inflate the accuracy; "
-             "pass --group-pattern REGEX (its first capture group, matched against the file name)")
+NO_GROUPS = (
+    "no group information: each file is its own group, so recordings that belong together (one speaker, "
+    "one source recording cut into slices) may land on both sides of a fold and inflate the accuracy; "
+    "pass --group-pattern REGEX (its first capture group, matched against the file name)"
+)
 
 
 def matches(base: Path) -> bool:
@@ -24,8 +26,14 @@ def scan(base: Path, *, group_pattern: str | None = None) -> Listing:
     rows = []
     for label in classes:
         for path in audio_files(base / label):
-            rows.append({"path": str(path), "label": label, "fold": None,
-                         "group": _group(pattern, path) if pattern else f"{label}/{path.name}"})
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": label,
+                    "fold": None,
+                    "group": _group(pattern, path) if pattern else f"{label}/{path.name}",
+                }
+            )
     notes = [] if pattern else [NO_GROUPS]
     return listing(base, "folders", base.name, classes, rows, notes)
 
@@ -45,6 +53,8 @@ def _compile(group_pattern: str | None) -> re.Pattern | None:
 def _group(pattern: re.Pattern, path: Path) -> str:
     match = pattern.search(path.name)
     if not match or not match.group(1):
-        raise DatasetError(f"{path}: --group-pattern {pattern.pattern!r} does not match this file name "
-                           "(its first capture group must match every file)")
+        raise DatasetError(
+            f"{path}: --group-pattern {pattern.pattern!r} does not match this file name "
+            "(its first capture group must match every file)"
+        )
     return match.group(1)

@@ -21,7 +21,14 @@ def scan(base: Path) -> Listing:
     meta = read_table(base / _CSV, _COLUMNS)
     pairs = meta[["classID", "class"]].drop_duplicates()
     classes = list(pairs.sort_values("classID", key=lambda s: s.astype(int))["class"])
-    rows = [{"path": str(base / "audio" / f"fold{fold}" / name), "label": label, "fold": int(fold), "group": fsid,
-             "source_class_id": class_id}
-            for name, fsid, fold, class_id, label in meta[["slice_file_name", "fsID", "fold", "classID", "class"]].values]
+    rows = [
+        {
+            "path": str(base / "audio" / f"fold{fold}" / name),
+            "label": label,
+            "fold": int(fold),
+            "group": fsid,
+            "source_class_id": class_id,
+        }
+        for name, fsid, fold, class_id, label in meta[["slice_file_name", "fsID", "fold", "classID", "class"]].values
+    ]
     return listing(base, "urbansound8k", "urbansound8k", classes, rows)
