@@ -4,7 +4,7 @@
     python bench/engineered.py --models rbf_svm linear_svm_c0.01 rf500
 
 The vector is Piczak-style frame statistics (186) + log-mel band statistics (640) + modulation spectrum
-(384), see tasks/features.py. Each model is cross-validated on the official folds (original clips, no
+(384), see tasks/features/representations.py. Each model is cross-validated on the official folds (original clips, no
 augmentation) on: the Piczak part alone, Piczak + bands, Piczak + modulation, and all of it. The rbf_svm
 is tuned inside the training folds (grouped by Freesound source). Ends with key=value lines.
 """
@@ -58,7 +58,9 @@ def main() -> int:
     X = compute("engineered", clips, SR, n_jobs=2)
     seconds = time.perf_counter() - start
     if X.shape[1] != PARTS["modulation"].stop:
-        raise SystemExit(f"engineered vector has {X.shape[1]} values; update PARTS to its layout (tasks/features.py)")
+        raise SystemExit(
+            f"engineered vector has {X.shape[1]} values; update PARTS to its layout (tasks/features/representations.py)"
+        )
     print(f"engineered {X.shape} in {seconds:.1f}s ({len(clips) / seconds:.0f} clips/s on 2 threads)", flush=True)
     results = {}
     for name in args.models:

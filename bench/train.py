@@ -34,7 +34,7 @@ from tasks.data.layouts.esc10 import FOLDERS as ESC10_FOLDERS  # noqa: E402
 
 SR = 22_050
 CLIP_S = 5.0
-N_MELS, N_FFT, HOP = 64, 2048, 1024  # the catalogue's log-mel (tasks/features.py)
+N_MELS, N_FFT, HOP = 64, 2048, 1024  # the catalogue's log-mel (tasks/features/representations.py)
 
 
 def list_clips(root: Path) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:

@@ -108,8 +108,9 @@ def add_preset_options(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default=None,
         choices=sorted(PRESETS),
-        help="smoke: seconds (tests/CI); default: every family in ~18 min; book: the full book "
-        "reproduction (hours) [default: the params file's preset, else default]",
+        help="smoke: the quickest (tests/CI); quick: pretrained embeddings and classical models, minutes; default: "
+        "every family (docs/benchmarks.md has its time); book: the full book reproduction (hours) "
+        "[default: the params file's preset, else default]",
     )
     parser.add_argument("--params-file", help="JSON file of parameter overrides (applied before the options)")
     parser.add_argument("--print-params", action="store_true", help="print the resolved parameters and exit")

@@ -13,7 +13,9 @@ from tasks.models.classical import BOOK_SUITE
 class CaseStudyParams(BaseModel):
     """Everything a case-study run depends on; MLflow logs it flat on the parent run."""
 
-    preset: str = Field("default", description="preset whose values fill every field not given: smoke, default or book")
+    preset: str = Field(
+        "default", description="preset whose values fill every field not given: smoke, quick, default or book"
+    )
     source: str | None = Field(
         None, description="dataset folder, CSV manifest, .zip or URL; default: download ESC-50 and keep ESC-10"
     )
@@ -52,11 +54,11 @@ class CaseStudyParams(BaseModel):
     features: list[str] = Field(["raw", "engineered"], description="representations for the models that accept them")
     feature_opts: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="options per representation, e.g. {'logmel': {'hop_length': 1024}} (see tasks/features.py)",
+        description="options per representation, e.g. {'logmel': {'hop_length': 1024}} (see tasks/features/representations.py)",
     )
     models: list[str] = Field(
         default_factory=lambda: [*BOOK_SUITE, "rbf_svm", "logreg", "mlp_sklearn"],
-        description="models from the catalogue (tasks/models)",
+        description="models from the catalogue (tasks/models/catalog.py)",
     )
     augmented: list[str] = Field(
         default_factory=list,
@@ -184,14 +186,10 @@ MILD_AUGMENTATION: dict[str, Any] = {
     "stretch_rate": (0.85, 1.15),
 }
 
-# Every family in about 18 minutes on 2 cores (bench/e2e.py): the classical suite on both vectors, the MLP,
-# a representative 1D CNN, the compact CNN on log-mels and on PCEN (augmented training folds), and ensembles of the
-# best model of each of the four representations.
+# Every model family, ~22 minutes cold on 2 cores; the measurements behind each choice: docs/benchmarks.md.
 DEFAULT: dict[str, Any] = {
     "features": ["raw", "engineered", "logmel", "pcen"],
-    # sklearn's lbfgs MLP on raw samples costs 4 CPU-minutes for chance accuracy: engineered only here.
-    # The pretrained embeddings (optional extra `pretrained`; left out, with a note in the log, without it) feed
-    # the two classical models that use them best (bench/pretrained.py).
+    # No MLP on raw samples; BirdNET (extra `pretrained`, skipped without it) feeds two models: docs/benchmarks.md.
     "models": [
         *BOOK_SUITE,
         "rbf_svm",
@@ -203,34 +201,21 @@ DEFAULT: dict[str, Any] = {
         "rbf_svm/birdnet",
         "logreg/birdnet",
     ],
-    # BirdNET reads the source audio at its own 48 kHz (tasks/features/representations.py, OWN_RATES); windows every
-    # 0.5 s: RBF SVM 95.5% vs 94.5 at hop 1.0 (95.0 both from 22,050-Hz clips), ~40 s more embedding time cold.
+    # BirdNET windows every 0.5 s, from the source audio at 48 kHz (OWN_RATES): docs/benchmarks.md.
     "feature_opts": {"birdnet": {"hop_s": 0.5, "pooling": "mean_std"}},
-    # The 1D CNN gained nothing from copies (38.5 vs 38.5%) for 3.5 minutes. The two BirdNET models also train on the
-    # copies' embeddings (~2.5 min): alone no better (SVM 95.5 vs 95.5), but a second view of the same clips for the
-    # "vectors" ensembles below.
+    # Which configurations also train on copies (not the 1D CNN): docs/benchmarks.md.
     "augmented": ["cnn2d_logmel", "rbf_svm/birdnet", "logreg/birdnet"],
-    # Two mild pitch + stretch copies per training clip (the book's +-10 semitones / 0.5-1.5x move a clip
-    # out of its class; time shifts and noise are left to the CNN's random crops and mixup).
+    # Two mild pitch + stretch copies per clip (the book's wide ranges change the class): docs/benchmarks.md.
     "augmentation": MILD_AUGMENTATION,
-    # The recipe's 30 epochs. The CNNs are compute-bound (~0.1 GFLOP a training sample): the network's narrower early
-    # blocks (tasks/models/nets.py) bring a fold to ~145 s on one core, so both CNNs' 10 folds fit the run's budget again
-    # (with the earlier widths, 30 epochs took the default run to 37 minutes cold and were cut to 12, 2-4 points lower).
+    # The recipe's 30 epochs, affordable with the narrower early blocks (tasks/models/nets.py): docs/benchmarks.md.
     "hyper": {"cnn2d_logmel": {"learning_rate": 2e-3}},
-    # One member per way of seeing a clip: the SVM on engineered vectors, the CNNs on log-mels and on PCEN, and the
-    # 1D CNN on samples. The two CNNs are both wrong on 13 of 400 clips, the SVM and the PCEN CNN on 14, while
-    # a fifth member from a repeated representation (the Keras MLP on engineered vectors) shares 27 of the SVM's.
-    # Same results: 4 members 93.0% (average, vote), 5 members 91.5-92.0%, by family alone 91.0-91.75%.
+    # One member per way of seeing a clip; 4 beat 5 (docs/benchmarks.md, "What made the difference").
     "ensemble_members": 4,
-    # Beside the mixed ensembles, ensembles of the quick preset's models (SVM and logistic regression on BirdNET
-    # embeddings and on engineered vectors) and of the two BirdNET ones trained on copies. With BirdNET 4 points above
-    # every other representation, one member per representation (CNNs, engineered) outvotes it (mixed: 95.5% at
-    # best). bench/pools.py chose this pool and 4 members on 3 grouped 5-fold splits other than the official folds.
+    # The quick preset's models plus the BirdNET ones on copies, chosen by bench/pools.py: docs/benchmarks.md.
     "ensemble_pools": {"vectors": ["rbf_svm/birdnet*", "logreg/birdnet*", "rbf_svm/engineered", "logreg/engineered"]},
 }
 
-# Fast, honest feedback on a new dataset: pretrained embeddings and engineered vectors, two classical models on
-# each and their ensembles, no network training (ESC-10: a few minutes cold; bench/e2e.py --preset quick).
+# Fast feedback on a new dataset, no network training (ESC-10: a few minutes cold): docs/benchmarks.md.
 QUICK: dict[str, Any] = {
     "features": ["birdnet", "engineered"],
     "feature_opts": {"birdnet": {"hop_s": 0.5, "pooling": "mean_std"}},  # as in DEFAULT
@@ -240,9 +225,7 @@ QUICK: dict[str, Any] = {
     "ensemble_members": 3,
 }
 
-# The whole book (hours; a night run): its hold-out split at 44.1 kHz, 19 copies with the book's noise,
-# augmented test copies scored too, the classical suite, the MLP, the 5 x 8 grid of 1D CNNs (Table 12-1),
-# and six trainings of its 2D CNN on spectrogram images with their ensembles.
+# The whole book (hours; a night run), Table 12-1's 5 x 8 grid of 1D CNNs included: docs/benchmarks.md.
 CNN1D_GRID = [
     f"cnn1d_{a}_k{k}" for a in ("shallow", "medium", "deep0", "deep1", "deep2") for k in (3, 5, 7, 9, 11, 13, 15, 33)
 ]

@@ -125,3 +125,26 @@ def test_report_has_every_section_decodable_images_and_the_results_numbers(run_i
     assert f"best model: {best['name']}" in page and "best ensemble: ensemble:average" in page
     arts = {a.path for a in MlflowClient(config.tracking_uri()).list_artifacts(parent, "report")}
     assert "report/index.html" in arts
+
+
+@pytest.mark.parametrize("dataset", ["esc10", "my_sounds"])
+def test_book_figures_only_in_an_esc10_report(run_inputs, tmp_path, dataset):
+    results, data, splits = run_inputs
+    parent = tracking.start_run(tracking.ensure_experiment("test-html-report"), name=f"report {dataset}")
+    summary = {
+        "dataset": dataset,
+        "source": "/data",
+        "preset": "smoke",
+        "n_clips": 30,
+        "protocol": "3 folds",
+        "seconds": 12.0,
+        "results_table": results,
+        "champion": None,
+    }
+    page = open(
+        html_report_task.fn(results, data, splits, summary, parent, str(tmp_path / "reports")), encoding="utf-8"
+    ).read()
+    header = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
+    esc10 = dataset == "esc10"
+    assert ("book (%)" in header) is esc10 and ("Kneusel" in page) is esc10
+    assert ("<td>34.4</td>" in page) is esc10  # rf1000/raw's figure in the book

@@ -110,8 +110,8 @@ def learning_curves_figure(name: str, histories: list[dict]):
     return fig
 
 
-def results_table(results: list[dict]) -> pd.DataFrame:
-    """Configuration, family, features, accuracy mean +- SEM (%), macro F1, the book's figure, best first."""
+def results_table(results: list[dict], *, book: bool = False) -> pd.DataFrame:
+    """Configuration, family, features, accuracy mean +- SEM (%), macro F1 (and the book's figure), best first."""
     rows = [
         {
             "configuration": r["name"],
@@ -125,7 +125,10 @@ def results_table(results: list[dict]) -> pd.DataFrame:
         for r in results
     ]
     frame = pd.DataFrame(rows).sort_values("_sort", ascending=False, kind="stable").drop(columns="_sort")
-    frame["book (%)"] = frame["book (%)"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.1f}")
+    if book:
+        frame["book (%)"] = frame["book (%)"].map(lambda v: "" if v is None or pd.isna(v) else f"{v:.1f}")
+    else:
+        frame = frame.drop(columns="book (%)")
     return frame.reset_index(drop=True)
 
 
@@ -150,17 +153,22 @@ def build_html(
     dataset_facts: dict[str, str],
     rejected: pd.DataFrame,
     audit: dict | None = None,
+    book: bool = False,
 ) -> str:
-    """The page: description, results (with the book's figures), plot, confusion matrices, recall, curves, data."""
+    """The page: description, results (book: with the book's ESC-10 figures), plot, confusions, recall, curves, data."""
     esc = html.escape
     facts = "".join(f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in dataset_facts.items())
+    book_note = (
+        " <i>book</i>: the figure of Kneusel's case study for the same model and input, measured on its own protocol "
+        "(a random hold-out, test clips augmented too; its ensembles mix six 2D CNNs with weights tuned on the "
+        "test set), so read it as a landmark, not a like-for-like comparison."
+        if book
+        else ""
+    )
     parts = [
         f"<h1>{esc(title)}</h1><p class='desc'>{esc(description)}</p>",
-        "<section id='results'><h2>Results</h2><p>k-fold accuracy, mean ± standard error over folds. "
-        "<i>book</i>: the figure of Kneusel's case study for the same model and input, measured on its own protocol "
-        "(a random hold-out, test clips augmented too; its ensembles mix six 2D CNNs with weights tuned on the "
-        "test set), so read it as a landmark, not a like-for-like comparison.</p>"
-        f"{_table(results_table(results))}</section>",
+        f"<section id='results'><h2>Results</h2><p>k-fold accuracy, mean ± standard error over folds.{book_note}</p>"
+        f"{_table(results_table(results, book=book))}</section>",
         f"<section id='comparison'><h2>Comparison</h2>{_img(comparison_png, 'accuracy per configuration')}</section>",
         "<section id='confusion'><h2>Confusion matrices (row-normalized)</h2>"
         + "".join(f"<figure>{_img(png, name)}<figcaption>{esc(name)}</figcaption></figure>" for name, png in confusions)
@@ -266,6 +274,7 @@ def html_report_task(
         dataset_facts=facts,
         rejected=rejected,
         audit=_audit_text(summary.get("audit")),
+        book=summary.get("dataset") == "esc10",  # the book's figures are ESC-10's
     )
     out = Path(reports_dir) / parent_id / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)

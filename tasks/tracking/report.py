@@ -11,16 +11,6 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import save_text
 from tasks.tracking import runs as tracking
 
-# The book's summary (Table 12-3, ESC-10, its own protocol) for side-by-side reading.
-BOOK_TABLE_12_3 = {
-    "gaussian_nb/raw": 28.1,
-    "rf1000/raw": 34.4,
-    "cnn1d": 50.5,
-    "cnn2d_book": 75.5,
-    "ensemble average": 78.9,
-    "ensemble weighted": 81.1,
-}
-
 
 def results_frame(results: list[dict]) -> pd.DataFrame:
     """One row per configuration, best first, accuracies in percent."""
