@@ -186,8 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         params = resolved_params(args)
         from flows.case_study import case_study
+        from tasks.errors import SoundflowError
 
-        result = case_study(params)
+        try:
+            result = case_study(params)
+        except SoundflowError as exc:  # bad input: the message says what and how to fix it (Prefect logged the rest)
+            print(f"\nsoundflow run: {exc}", file=sys.stderr)
+            return 2
         if args.json:
             print(json.dumps(result, indent=2, default=str))
         else:

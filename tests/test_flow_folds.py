@@ -77,3 +77,29 @@ def test_official_folds_that_cannot_be_trusted_stop_the_run_with_what_works(pref
     c = MlflowClient(config.tracking_uri())
     exp = c.get_experiment_by_name("esc50-bad-folds-official")
     assert {r.info.status for r in c.search_runs([exp.experiment_id])} == {"FAILED"}
+
+
+@pytest.mark.slow
+def test_the_cli_ends_a_refused_split_with_its_message_and_exit_code_2(esc50_bad_folds, tmp_path):
+    """`soundflow run --split official` on folds that cannot be trusted: exit 2 and one closing line that says what
+    works (Prefect's own log of the failed task comes before it)."""
+    import os
+    import subprocess
+    import sys
+
+    from tasks.config import ROOT
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))},
+        "SOUNDFLOW_DATA": str(tmp_path / "data"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    args = ["run", "--source", str(esc50_bad_folds), "--split", "official", "--sample-rate", str(SR)]
+    args += ["--models", "gaussian_nb", "--features", "engineered", "--augmented", "", "--ensembles", ""]
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    [said] = [line for line in proc.stderr.splitlines() if line.startswith("soundflow run:")]
+    assert said.startswith("soundflow run: the dataset's own folds cannot be trusted") and "--split group_kfold" in said
