@@ -25,10 +25,11 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed  ## the ESC-10 case study (SOURCE=folder|csv|zip|URL, PRESET=smoke|quick|default|book, ARGS="--option value ...")
 	$(BIN)/soundflow run --preset $(PRESET) $(if $(SOURCE),--source "$(SOURCE)") $(ARGS)
 
-test: $(BIN)/.installed  ## lint, the layer contract, then the default test run (under 10 minutes)
+test: $(BIN)/.installed  ## lint, the layer contract, types, then the default test run (under 10 minutes)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(BIN)/.installed  ## the long tests too

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from typing import cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -11,24 +13,23 @@ from prefect.futures import as_completed
 from flows.params import CaseStudyParams
 from flows.runners import task_runner
 from tasks import config
-from tasks.augment.copies import augment_task
 from tasks.data.ingest import ingest
 from tasks.data.sources import fetch_dataset
-from tasks.data.split import n_folds, split_scheme, split_task, subset_task
+from tasks.data.split import n_folds, protocol, split_task, subset_task
 from tasks.errors import SoundflowError
+from tasks.evaluation.inputs import cv_inputs
 from tasks.evaluation.progress import WorkProgress, estimated_cost
-from tasks.evaluation.train import drop_unavailable, fold_outcome, fold_task, longest_first, plan
+from tasks.evaluation.train import fold_outcome, fold_task, plan_task
 from tasks.features.pretrained import license_tags
-from tasks.features.representations import features_task, rate_of
+from tasks.records import Config, ConfigResult, CVInputs, FoldResult, Result, RunSummary
 from tasks.tracking.audit import audit_task
 from tasks.tracking.cv_runs import log_configuration_task
 from tasks.tracking.ensemble_runs import ensemble_task
 from tasks.tracking.ghosts import close_ghosts_task
-from tasks.tracking.html_report import html_report_task
 from tasks.tracking.registry import best_result, model_name, register_task
 from tasks.tracking.report import dataset_summary_task, report_task, spectrogram_examples_task
-from tasks.tracking.run_summary import run_description
-from tasks.tracking.runs import end_run, fail_runs_of_flow_run, open_parent_run, run_url, set_description, tag_run
+from tasks.tracking.run_summary import finish_task
+from tasks.tracking.runs import fail_runs_of_flow_run, open_parent_run, run_url, tag_run, tag_split
 
 
 def _mark_mlflow_failed(flow, flow_run, state) -> None:
@@ -38,48 +39,42 @@ def _mark_mlflow_failed(flow, flow_run, state) -> None:
 
 @flow(name="cross-validation")
 def cross_validation(
-    specs: list[dict], inputs: dict, n_folds: int, experiment_id: str, parent_id: str, results_dir: str
-) -> tuple[list[dict], list[str]]:
+    configs: list[Config], inputs: CVInputs, experiment_id: str, parent_id: str, results_dir: str
+) -> tuple[list[ConfigResult], list[str]]:
     """Every (configuration, fold) is one task on this flow's runner; a configuration is logged as soon as its folds
     are done. Returns the results (in plan order) and the configurations that failed (their runs FAILED)."""
     log = get_run_logger()
-    units = [(spec, k) for spec in specs for k in range(n_folds)]
-    progress = WorkProgress([estimated_cost(spec) / n_folds for spec, _ in units], unit="folds")
-    artifact = create_progress_artifact(
-        0.0, key="cross-validation", description=f"cross-validation of {len(specs)} configurations x {n_folds} folds"
+    k = n_folds(inputs.splits)
+    units = [(c, fold) for c in configs for fold in range(k)]
+    progress = WorkProgress([estimated_cost(c) / k for c, _ in units], unit="folds")
+    artifact = cast(  # a UUID in a sync flow (the coroutine is for async callers)
+        UUID,
+        create_progress_artifact(
+            0.0, key="cross-validation", description=f"cross-validation of {len(configs)} configurations x {k} folds"
+        ),
     )
-    futures = [fold_task.submit(spec, inputs, k, results_dir) for spec, k in units]
+    futures = [fold_task.submit(c, inputs, fold, results_dir) for c, fold in units]
     index = {f.task_run_id: i for i, f in enumerate(futures)}
-    folds: dict[str, dict[int, dict]] = {spec["name"]: {} for spec in specs}
+    folds: dict[str, dict[int, FoldResult]] = {c.name: {} for c in configs}
     results, failed = [], []
     for future in as_completed(futures):
         i = index[future.task_run_id]
-        spec, k = units[i]
-        folds[spec["name"]][k] = fold_outcome(future, spec, k)
+        c, fold = units[i]
+        folds[c.name][fold] = fold_outcome(future, c, fold)
         line = progress.finish(i)
         log.info("cross-validation: %s", line)
         update_progress_artifact(artifact, 100 * progress.fraction, description=f"cross-validation: {line}")
-        if len(folds[spec["name"]]) == n_folds:
-            outcome = [folds[spec["name"]][j] for j in range(n_folds)]
+        if len(folds[c.name]) == k:
             try:
-                results.append(log_configuration_task(spec, inputs, outcome, experiment_id, parent_id, results_dir))
+                results.append(
+                    log_configuration_task(
+                        c, inputs, list(folds[c.name].values()), experiment_id, parent_id, results_dir
+                    )
+                )
             except SoundflowError as exc:
                 failed.append(str(exc))
-    order = {spec["name"]: i for i, spec in enumerate(specs)}
-    return sorted(results, key=lambda r: order[r["name"]]), failed
-
-
-def protocol_text(split: str, k: int, data: dict, note: str = "") -> str:
-    """The evaluation protocol in words (auto: the dataset's own folds if it has them), with why it is not the
-    one asked for."""
-    if split == "auto":
-        split = "official" if data.get("has_folds") else "group_kfold"
-    text = {
-        "official": "cross-validation on the dataset's own folds",
-        "group_kfold": f"{k}-fold CV grouped by group (StratifiedGroupKFold)",
-        "book_holdout": "the book's 8-per-class hold-out",
-    }[split]
-    return f"{text} ({note})" if note else text
+    order = {c.name: i for i, c in enumerate(configs)}
+    return sorted(results, key=lambda r: order[r.name]), failed
 
 
 @flow(
@@ -89,156 +84,104 @@ def protocol_text(split: str, k: int, data: dict, note: str = "") -> str:
     on_crashed=[_mark_mlflow_failed],
     on_cancellation=[_mark_mlflow_failed],
 )
-def case_study(params: CaseStudyParams = CaseStudyParams()) -> dict:  # noqa: B008 (Prefect shows the default)
+def case_study(params: CaseStudyParams = CaseStudyParams()) -> RunSummary:  # noqa: B008 (Prefect shows the default)
     """Ingest -> split -> features (+ augmented training copies) -> k-fold CV per model -> ensembles -> report."""
-    log = get_run_logger()
-    started = time.monotonic()
+    started, p = time.monotonic(), params
     data_dir = str(config.data_dir())
-    root = fetch_dataset(params.source, data_dir)
+    interim, results_dir, reports = (str(config.stage_dir(s)) for s in ("interim", "results", "reports"))
+    root = fetch_dataset(p.source, data_dir)
     data = ingest(
         root,
-        params.dataset,
-        params.sample_rate,
-        params.window_s,
-        params.hop_s,
-        params.min_duration_s,
-        params.group_pattern,
-        data_dir,
-        params.n_jobs,
+        dataset=p.dataset,
+        sr=p.sample_rate,
+        window_s=p.window_s,
+        hop_s=p.hop_s,
+        min_duration_s=p.min_duration_s,
+        group_pattern=p.group_pattern,
+        data_dir=data_dir,
+        n_jobs=p.n_jobs,
     )
-    if params.clips_per_class_fold:
-        data = subset_task(data, params.clips_per_class_fold, str(config.stage_dir("interim")))
-    experiment = params.experiment or f"soundflow-{data['name']}"
+    if p.clips_per_class_fold:
+        data = subset_task(data, p.clips_per_class_fold, interim)
     close_ghosts_task()  # runs a killed process left RUNNING: KILLED, with the reason
-    exp_id, parent_id = open_parent_run(experiment, params.model_dump(), data)
+    exp_id, parent_id = open_parent_run(p.experiment or model_name(data.name), p.model_dump(), data)
     n_classes = dataset_summary_task(data, parent_id)
-    splits = split_task(
-        data["manifest"],
-        params.split,
-        params.k,
-        params.seed,
-        str(config.stage_dir("interim") / f"splits-{data['digest']}-{params.split}-{params.k}-{params.seed}.json"),
-    )
-    scheme, split_note = split_scheme(splits)
-    tag_run(parent_id, {"soundflow.split": scheme, **({"soundflow.split_fallback": split_note} if split_note else {})})
+    splits = split_task(data, p.split, p.k, p.seed, interim)
+    tag_split(parent_id, splits)
 
-    specs = plan(
-        params.models,
-        params.features,
-        params.augmented,
-        seed=params.seed,
-        repeats=params.repeats,
-        hyper=params.hyper,
-        n_jobs=1,
-        score_aug_test=params.score_augmented_test,
-        augmentation=params.augmentation.model_dump(),
+    configs = plan_task(
+        p.models,
+        p.features,
+        p.augmented,
+        seed=p.seed,
+        repeats=p.repeats,
+        hyper=p.hyper,
+        score_aug_test=p.score_augmented_test,
+        augmentation=p.augmentation,
     )
-    specs, notes = drop_unavailable(specs)
-    for note in notes:
-        log.warning("%s", note)
-    tag_run(parent_id, license_tags(s["features"] for s in specs))
-    kinds = sorted({s["features"] for s in specs})
-    aug_kinds = sorted({s["features"] for s in specs if s["augmented"]})
-    opts = params.feature_opts
-    feats = {
-        k: features_task(data["clips"], k, params.sample_rate, opts.get(k, {}), data_dir, data["manifest"])
-        for k in kinds
-    }
-    aug_feats = {}
-    if aug_kinds:
-        aug_clips = augment_task(
-            data["clips"],
-            data["manifest"],
-            params.sample_rate,
-            params.augmentation.model_dump(),
-            params.seed,
-            data_dir,
-            params.n_jobs,
-        )
-        # copies exist only as clips: a representation with its own rate is computed from them at the pipeline's
-        aug_feats = {k: features_task(aug_clips, k, params.sample_rate, opts.get(k, {}), data_dir) for k in aug_kinds}
-    audit = None
-    if params.audit:
-        engineered = feats.get("engineered") or features_task(
-            data["clips"], "engineered", params.sample_rate, opts.get("engineered", {}), data_dir
-        )
-        audit = audit_task(
-            data, engineered, params.sample_rate, params.seed, parent_id, str(config.stage_dir("reports"))
-        )
-    inputs = {
-        "manifest": data["manifest"],
-        "splits": splits,
-        "features": feats,
-        "aug_features": aug_feats,
-        "feature_opts": opts,
-        "feature_rates": {k: rate_of(k, params.sample_rate) for k in kinds},
-        "reuse": params.reuse_results,
-    }
+    tag_run(parent_id, license_tags(c.features for c in configs))
+    inputs = cv_inputs(
+        data,
+        configs,
+        splits,
+        feature_opts=p.feature_opts,
+        augmentation=p.augmentation,
+        seed=p.seed,
+        data_dir=data_dir,
+        n_jobs=p.n_jobs,
+        reuse=p.reuse_results,
+        also=["engineered"] if p.audit else [],
+    )
+    audit = audit_task(data, inputs.features["engineered"], p.seed, parent_id, reports) if p.audit else None
 
-    log.info("cross-validating %d configurations on %d clips (%s runner)", len(specs), data["n_clips"], params.runner)
-    results_dir = str(config.stage_dir("results"))
-    runner = task_runner(params.runner, n_jobs=params.n_jobs, dask_address=params.dask_address)
+    runner = task_runner(p.runner, n_jobs=p.n_jobs, dask_address=p.dask_address)
     with config.workers_share_prefect_api():
-        results, failed = cross_validation.with_options(task_runner=runner)(
-            longest_first(specs), inputs, n_folds(splits), exp_id, parent_id, results_dir
+        singles, failed = cross_validation.with_options(task_runner=runner)(
+            configs, inputs, exp_id, parent_id, results_dir
         )
-
-    if params.ensembles and len(results) > 1:
+    results: list[Result] = list(singles)
+    if p.ensembles and len(singles) > 1:
         results += ensemble_task(
-            results,
-            data["manifest"],
-            splits,
-            params.ensembles,
-            n_members=params.ensemble_members,
-            pools=params.ensemble_pools,
-            method=params.optimizer,
-            seed=params.seed,
+            singles,
+            inputs,
+            p.ensembles,
+            n_members=p.ensemble_members,
+            pools=p.ensemble_pools,
+            method=p.optimizer,
+            seed=p.seed,
             experiment_id=exp_id,
             parent_id=parent_id,
             results_dir=results_dir,
         )
-    spectrogram_examples_task(data["clips"], data["manifest"], params.sample_rate, parent_id)
-    report_task(results, parent_id, str(config.stage_dir("reports")), n_classes)
-    best = best_result(results)  # on a tie the single model: the summary names what the champion would be
+    spectrogram_examples_task(data.clips, data.manifest, data.sample_rate, parent_id)
+    report_task(results, parent_id, reports, n_classes)
     champion = None
-    if params.register_champion:
+    if p.register_champion:
         champion = register_task(
-            best,
+            best_result(results),
             inputs,
-            {**params.model_dump(), "window_s": data["window_s"], "hop_s": data["hop_s"], "dataset_name": data["name"]},
-            exp_id,
-            parent_id,
+            data,
+            n_jobs=p.n_jobs,
+            experiment_id=exp_id,
+            parent_id=parent_id,
+            target_precision=p.target_precision,
+            background_classes=p.background_classes,
         )
-        champion = {"configuration": best["name"], **champion}
-    summary = {
-        "parent_run_id": parent_id,
-        "experiment_id": exp_id,
-        "best": best["name"],
-        "best_accuracy": best["cv_accuracy_mean"],
-        "champion": champion,
-        "results": {r["name"]: round(r["cv_accuracy_mean"], 4) for r in results},
-        "results_table": [
-            {k: r[k] for k in ("name", "family", "cv_accuracy_mean", "cv_accuracy_sem")} for r in results
-        ],
-        "dataset": data["name"],
-        "source": str(root),
-        "preset": params.preset,
-        "n_clips": data["n_clips"],
-        "n_recordings": data["n_recordings"],
-        "protocol": protocol_text(scheme, params.k, data, split_note),
-        "seconds": time.monotonic() - started,
-        "tracking_uri": config.tracking_uri(),
-        "run_url": run_url(parent_id),
-        "registered_model": model_name(data["name"]),
-        "failed": failed,
-        "audit": audit,
-    }
-    set_description(parent_id, run_description(summary))
-    summary["report"] = html_report_task(results, data, splits, summary, parent_id, str(config.stage_dir("reports")))
-    if failed:
-        raise SoundflowError(
-            f"{len(failed)} configuration(s) failed (their MLflow runs are FAILED, the others "
-            f"finished): {'; '.join(failed)}"
-        )
-    end_run(parent_id, "FINISHED")
-    return summary
+    summary = RunSummary(
+        dataset=data.name,
+        source=str(root),
+        preset=p.preset,
+        n_clips=data.n_clips,
+        n_recordings=data.n_recordings,
+        protocol=protocol(splits),
+        results=tuple(results),
+        experiment_id=exp_id,
+        parent_run_id=parent_id,
+        tracking_uri=config.tracking_uri(),
+        run_url=run_url(parent_id),
+        registered_model=model_name(data.name),
+        champion=champion,
+        failed=tuple(failed),
+        audit=audit,
+    )
+    return finish_task(summary, data, splits, reports, started=started)

@@ -5,53 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
-
-def _is_simple_list(annotation) -> bool:
-    return typing.get_origin(annotation) is list and typing.get_args(annotation) in ((str,), (int,))
-
-
-def add_param_options(parser: argparse.ArgumentParser) -> None:
-    """One --option per CaseStudyParams field, with its description and default (generated, never stale)."""
-    from flows.params import CaseStudyParams
-
-    for name, field in CaseStudyParams.model_fields.items():
-        if name == "preset":
-            continue
-        flag = "--" + name.replace("_", "-")
-        default = field.get_default(call_default_factory=True)
-        shown = default.model_dump() if hasattr(default, "model_dump") else default
-        text = f"{field.description or ''} [default: {json.dumps(shown, default=str)}]"
-        ann = field.annotation
-        if ann is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif _is_simple_list(ann):
-            parser.add_argument(flag, dest=name, default=None, metavar="A,B,...", help=text + " (comma-separated)")
-        elif typing.get_origin(ann) in (dict, None) and hasattr(ann, "model_fields") or typing.get_origin(ann) is dict:
-            parser.add_argument(flag, dest=name, default=None, metavar="JSON", help=text + " (JSON)")
-        else:
-            parser.add_argument(flag, dest=name, default=None, help=text)
-
-
-def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    """Parsed options -> field overrides (only those given)."""
-    from flows.params import CaseStudyParams
-
-    out: dict[str, Any] = {}
-    for name, field in CaseStudyParams.model_fields.items():
-        value = getattr(args, name, None)
-        if value is None or name == "preset":
-            continue
-        ann = field.annotation
-        if _is_simple_list(ann):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif isinstance(value, str) and (typing.get_origin(ann) is dict or hasattr(ann, "model_fields")):
-            value = json.loads(value)
-        out[name] = value
-    return out
+from flows.options import add_param_options, overrides_from
 
 
 def _load_args_file(args) -> dict[str, Any]:
@@ -81,7 +38,7 @@ def inspect_dataset(params, *, audit: bool = False) -> str:
         out_dir=config.stage_dir("interim"),
         n_jobs=params.n_jobs,
     )
-    summary = summarize(read_manifest(data["manifest"]), read_rejected(data["rejected"]), dataset_info(data))
+    summary = summarize(read_manifest(data.manifest), read_rejected(data.rejected), dataset_info(data))
     text = summary_markdown(summary)
     if audit:
         from tasks.data.audit import summary_markdown as audit_markdown
@@ -89,14 +46,14 @@ def inspect_dataset(params, *, audit: bool = False) -> str:
         from tasks.tracking.audit import run_audit
 
         engineered = features_file(
-            Path(data["clips"]),
+            Path(data.clips),
             "engineered",
             params.sample_rate,
             {},
             config.stage_dir("features"),
             n_jobs=params.n_jobs,
         )
-        text += "\n" + audit_markdown(run_audit(data, str(engineered), params.sample_rate, seed=params.seed))
+        text += "\n" + audit_markdown(run_audit(data, str(engineered), seed=params.seed))
     return text
 
 
@@ -176,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--name", default="case-study-nightly")
     add_preset_options(serve)
 
+    from flows.detect_cli import add_detect_commands, run_detect_command
+
+    add_detect_commands(sub)
+
     runs = sub.add_parser("runs", help="list MLflow runs left RUNNING by a process that died (--clean: close them)")
     runs.add_argument("--clean", action="store_true", help="set those runs to KILLED, with a tag saying why")
 
@@ -194,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nsoundflow run: {exc}", file=sys.stderr)
             return 2
         if args.json:
-            print(json.dumps(result, indent=2, default=str))
+            from tasks.tracking.run_summary import summary_json
+
+            print(json.dumps(summary_json(result), indent=2, default=str))
         else:
             from tasks.tracking.run_summary import summary_text
 
@@ -243,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 + (" (soundflow runs --clean closes them)" if found else "")
             )
         return 0
+    if args.command in ("detect", "evaluate-detections", "serve-detect"):
+        return run_detect_command(args)
     if args.command == "serve":
         from flows.serve import serve_case_study
 

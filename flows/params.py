@@ -93,6 +93,18 @@ class CaseStudyParams(BaseModel):
     register_champion: bool = Field(
         True, description="refit the best configuration on all data and register it as champion if it wins"
     )
+    target_precision: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="the champion's detection thresholds: per class, the lowest whose precision on the out-of-fold "
+        "window scores reaches this",
+    )
+    background_classes: list[str] = Field(
+        default_factory=list,
+        description="classes that mean none of the others (besides any named background, noise, silence or other): "
+        "detect never reports them",
+    )
     audit: bool = Field(
         True,
         description="leakage audit: duplicates across folds, group hints from file names, and what ignoring them costs (never changes the split)",
@@ -263,3 +275,43 @@ def merge_preset(name: str, given: dict[str, Any]) -> dict[str, Any]:
 def preset(name: str, **overrides: Any) -> CaseStudyParams:
     """A preset's parameters with user overrides on top (nested dicts merge)."""
     return CaseStudyParams(**{**overrides, "preset": name})
+
+
+class DetectParams(BaseModel):
+    """What a detection run over long recordings depends on; MLflow logs it flat on the analysis run."""
+
+    paths: list[str] = Field(description="recordings, or folders of them")
+    recursive: bool = Field(False, description="also look for recordings in sub-folders of the folders given")
+    model: str | None = Field(None, description="registered model (default: the champion registered last)")
+    alias: str = Field("champion", description="alias of the registered model's version to use")
+    out: str | None = Field(
+        None,
+        description="output folder: tables, window scores and the journal (default: data/detections/<model>); "
+        "a second run into the same folder skips what is done",
+    )
+    hop_s: float | None = Field(
+        None, gt=0, le=60, description="seconds between window starts (default: the model's window, at most 1 s)"
+    )
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="one threshold for every class instead of the model's calibrated per-class thresholds",
+    )
+    merge_gap_s: float = Field(
+        0.0, ge=0, le=600, description="windows of one class this far apart or closer become one event"
+    )
+    event_score: Literal["max", "mean"] = Field("max", description="an event's score: its windows' maximum or mean")
+    min_snr_db: float | None = Field(
+        3.0,
+        description="a window no louder than this many dB above its recording's background detects nothing "
+        "(None: no gate)",
+    )
+    background_classes: list[str] = Field(
+        default_factory=list,
+        description="classes never reported (besides any the model was trained with, e.g. 'background', 'noise')",
+    )
+    n_jobs: int = Field(2, ge=1, le=64, description="recordings scored side by side in worker processes")
+    runner: Literal["local", "dask"] = Field("local", description="a local process pool, or Dask (the dask extra)")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler (with --runner dask)")
+    experiment: str = Field("soundflow-detect", description="MLflow experiment of the analysis runs")

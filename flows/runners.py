@@ -6,7 +6,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 
 from tasks.config import tracking_uri
 from tasks.errors import SoundflowError
-from tasks.evaluation.train import init_worker
+from tasks.runtime import init_worker
 
 
 def task_runner(runner: str, *, n_jobs: int, dask_address: str | None = None):

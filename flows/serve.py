@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.case_study import case_study
-from flows.params import CaseStudyParams
+from flows.params import CaseStudyParams, DetectParams
 
 NEEDS_SERVER = """\
 `soundflow serve` needs a running Prefect server: the temporary one Prefect starts for a single
@@ -46,3 +46,26 @@ def serve_case_study(params: CaseStudyParams, *, cron: str, name: str) -> None:
     if not api_url():
         raise SystemExit(NEEDS_SERVER)
     serve(build_deployment(params, cron=cron, name=name), pause_on_shutdown=False)
+
+
+def build_detect_deployment(params: DetectParams, *, cron: str, name: str):
+    """The detect flow over a watched folder on `cron`: each run analyses only what its journal has not seen."""
+    from flows.detect import detect
+
+    return detect.to_deployment(
+        name=name,
+        cron=cron,
+        parameters={"params": params.model_dump(mode="json")},
+        concurrency_limit=1,  # one analysis at a time: they share the journal and the output folder
+        description=f"detect with {params.model or 'the latest champion'} on {', '.join(params.paths)}, cron {cron!r}",
+        tags=["soundflow", "detect"],
+    )
+
+
+def serve_detect(params: DetectParams, *, cron: str, name: str) -> None:
+    """Serve the scheduled analysis until interrupted (the schedule stays active)."""
+    from prefect import serve
+
+    if not api_url():
+        raise SystemExit(NEEDS_SERVER.replace("soundflow serve", "soundflow serve-detect"))
+    serve(build_detect_deployment(params, cron=cron, name=name), pause_on_shutdown=False)

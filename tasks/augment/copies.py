@@ -192,14 +192,14 @@ def manifest_clip_keys(manifest_path: str | Path) -> list[int]:
 
 @task(cache_policy=NO_CACHE)
 def augment_task(
-    clips_path: str, manifest_path: str, sr: int, params: dict, seed: int, data_dir: str, n_jobs: int = 2
+    clips_path: str, manifest_path: str, sr: int, params: AugmentParams, seed: int, data_dir: str, n_jobs: int = 2
 ) -> str:
     """Augment the manifest's clips under data_dir/interim (keys from the manifest's sha256) and return the path."""
     return str(
         augment_file(
             clips_path,
             sr,
-            AugmentParams(**params),
+            params,
             seed,
             manifest_clip_keys(manifest_path),
             Path(data_dir) / "interim",

@@ -9,39 +9,12 @@ import ctypes
 import functools
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import scipy.fft
 import soxr
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class AugmentParams(BaseModel):
-    """The book's recipe: each copy applies each change with its probability (Kneusel ch. 12)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_copies: int = Field(19, ge=1, le=1000)
-    p_shift: float = Field(0.5, ge=0, le=1)
-    max_shift_s: float = Field(0.125, ge=0, le=5)  # book: +-sr/8 samples
-    p_noise: float = Field(0.5, ge=0, le=1)
-    noise_level: float = Field(0.1, ge=0, le=1)  # fraction of the clip's (max - min)
-    noise: Literal["zero_mean", "book"] = "zero_mean"  # book: uniform in [0, level), shifts the DC level
-    p_pitch: float = Field(0.5, ge=0, le=1)
-    pitch_steps: tuple[float, float] = (-10.0, 10.0)  # semitones
-    p_stretch: float = Field(0.5, ge=0, le=1)
-    stretch_rate: tuple[float, float] = (0.5, 1.5)  # >1 is faster (shorter)
-
-    @model_validator(mode="after")
-    def _check_ranges(self) -> AugmentParams:
-        lo, hi = self.pitch_steps
-        if not -24 <= lo <= hi <= 24:
-            raise ValueError(f"pitch_steps must be (lo, hi) with -24 <= lo <= hi <= 24, got {self.pitch_steps}")
-        lo, hi = self.stretch_rate
-        if not 0.1 <= lo <= hi <= 10:
-            raise ValueError(f"stretch_rate must be (lo, hi) with 0.1 <= lo <= hi <= 10, got {self.stretch_rate}")
-        return self
+from tasks.records import AugmentParams
 
 
 def copy_seed(run_seed: int, clip_key: int, copy_index: int) -> np.random.SeedSequence:

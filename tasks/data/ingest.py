@@ -24,6 +24,7 @@ from tasks.data.manifest import COLUMNS, has_folds, read_manifest, read_rejected
 from tasks.data.windows import auto_window_s, cut, loudness_db
 from tasks.errors import AudioDecodeError, DatasetError, SoundflowError
 from tasks.logs import run_logger
+from tasks.records import Dataset
 
 # Bump when decoding or windowing changes, so old cached clip arrays are not reused.
 _CACHE_VERSION = 2
@@ -41,7 +42,7 @@ def build(
     min_duration_s: float = 0.0,
     out_dir: Path,
     n_jobs: int = 2,
-) -> dict:
+) -> Dataset:
     """Scan, hash, decode and window a dataset under out_dir (reused when nothing changed); paths and counts."""
     log = run_logger(__name__)
     listing = scan(root, dataset=dataset, group_pattern=group_pattern)
@@ -143,22 +144,23 @@ def build(
     for note in listing.notes:
         log.warning("dataset: %s", note)
     manifest = read_manifest(paths["manifest"])
-    return {
-        "manifest": str(paths["manifest"]),
-        "clips": str(paths["clips"]),
-        "rejected": str(paths["rejected"]),
-        "dataset": str(paths["dataset"]),
-        "digest": key,
-        "name": listing.name,
-        "layout": listing.layout,
-        "n_clips": len(manifest),
-        "n_recordings": int(manifest["recording_id"].nunique()),
-        "n_rejected": len(read_rejected(paths["rejected"])),
-        "notes": list(listing.notes),
-        "has_folds": has_folds(manifest),
-        "window_s": window_s,
-        "hop_s": hop_s,
-    }
+    return Dataset(
+        name=listing.name,
+        layout=listing.layout,
+        manifest=str(paths["manifest"]),
+        clips=str(paths["clips"]),
+        rejected=str(paths["rejected"]),
+        info=str(paths["dataset"]),
+        digest=key,
+        n_clips=len(manifest),
+        n_recordings=int(manifest["recording_id"].nunique()),
+        sample_rate=int(sr),
+        window_s=float(window_s),
+        hop_s=float(hop_s),
+        n_rejected=len(read_rejected(paths["rejected"])),
+        has_folds=has_folds(manifest),
+        notes=tuple(listing.notes),
+    )
 
 
 def _durations(recs: pd.DataFrame, hashes: dict, out_dir: Path) -> list[float]:
@@ -337,14 +339,15 @@ def _refresh_paths(manifest_csv: Path, recs: pd.DataFrame) -> None:
             frame.to_csv(tmp, index=False)
 
 
-def dataset_info(data: dict) -> dict:
+def dataset_info(data: Dataset) -> dict:
     """The dataset record written beside the manifest (layout, name, classes, notes, windowing)."""
-    return json.loads(Path(data["dataset"]).read_text())
+    return json.loads(Path(data.info).read_text())
 
 
 @task(cache_policy=NO_CACHE)
 def ingest(
     dataset_root: str,
+    *,
     dataset: str,
     sr: int,
     window_s: float | str,
@@ -353,7 +356,7 @@ def ingest(
     group_pattern: str | None,
     data_dir: str,
     n_jobs: int,
-) -> dict:
+) -> Dataset:
     """Build (or reuse) the manifest and segment array under data_dir/interim; their paths, counts and the window
     used (window_s "auto": from the recordings' durations)."""
     return build(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from tasks.cache import save_json
 from tasks.data.manifest import has_folds, read_manifest, write_manifest
 from tasks.errors import DatasetError
+from tasks.records import Dataset
 
 Scheme = Literal["auto", "official", "group_kfold", "book_holdout"]
 
@@ -198,10 +199,13 @@ def check_no_leak(splits, groups: np.ndarray) -> None:
 
 
 @task(cache_policy=NO_CACHE)
-def split_task(manifest_path: str, scheme: str, k: int, seed: int, out_path: str) -> str:
-    """Make the checked splits and save them as JSON (the scheme used, why it differs from the one asked for,
-    and the lists of indices); a fall-back is logged as a warning."""
-    manifest = read_manifest(manifest_path)
+def split_task(data: Dataset, scheme: Scheme, k: int, seed: int, out_dir: str) -> str:
+    """Make the checked splits and save them as JSON under out_dir (the scheme used, why it differs from the one
+    asked for, and the lists of indices); a fall-back is logged as a warning. Returns the file's path."""
+    from pathlib import Path
+
+    out_path = str(Path(out_dir) / f"splits-{data.digest}-{scheme}-{k}-{seed}.json")
+    manifest = read_manifest(data.manifest)
     choice = choose_splits(manifest, scheme=scheme, k=k, seed=seed)
     if choice.note:
         from prefect import get_run_logger
@@ -231,6 +235,17 @@ def split_scheme(path: str) -> tuple[str, str]:
     return data["scheme"], data["note"]
 
 
+def protocol(path: str) -> str:
+    """The evaluation protocol of a splits file in words, with why it is not the one asked for."""
+    scheme, note = split_scheme(path)
+    text = {
+        "official": "cross-validation on the dataset's own folds",
+        "group_kfold": f"{n_folds(path)}-fold CV grouped by group (StratifiedGroupKFold)",
+        "book_holdout": "the book's 8-per-class hold-out",
+    }.get(scheme, f"{n_folds(path)} train/test splits")
+    return f"{text} ({note})" if note else text
+
+
 def n_folds(path: str) -> int:
     """How many (train, test) splits a splits file holds."""
     return len(load_splits(path))
@@ -244,18 +259,26 @@ def subset_rows(manifest: pd.DataFrame, *, per_class_fold: int) -> np.ndarray:
 
 
 @task(cache_policy=NO_CACHE)
-def subset_task(data: dict, per_class_fold: int, out_dir: str) -> dict:
+def subset_task(data: Dataset, per_class_fold: int, out_dir: str) -> Dataset:
     """A smaller dataset (quick runs, tests): same layout of outputs as ingestion's."""
     from pathlib import Path
 
     from tasks.cache import digest, save_npy
 
-    manifest = read_manifest(data["manifest"])
+    manifest = read_manifest(data.manifest)
     rows = subset_rows(manifest, per_class_fold=per_class_fold)
-    key = digest(data["digest"], per_class_fold)
+    key = digest(data.digest, per_class_fold)
     out = Path(out_dir)
     man_path, clips_path = out / f"manifest-{key}.csv", out / f"clips-{key}.npy"
     if not (man_path.exists() and clips_path.exists()):
-        save_npy(clips_path, np.load(data["clips"], mmap_mode="r")[rows])
+        save_npy(clips_path, np.load(data.clips, mmap_mode="r")[rows])
         write_manifest(man_path, manifest.iloc[rows])
-    return {**data, "manifest": str(man_path), "clips": str(clips_path), "digest": key, "n_clips": len(rows)}
+    subset = read_manifest(man_path)
+    return replace(
+        data,
+        manifest=str(man_path),
+        clips=str(clips_path),
+        digest=key,
+        n_clips=len(rows),
+        n_recordings=int(subset["recording_id"].nunique()),
+    )

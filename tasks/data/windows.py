@@ -40,6 +40,20 @@ def loudness_db(windows: np.ndarray) -> np.ndarray:
     return (20 * np.log10(np.maximum(rms, 1e-10))).astype(np.float32)
 
 
+def frame_levels_db(windows: np.ndarray, *, sr: int, frame_s: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """(loudest, quietest) frame_s-long frame of each window in dB full scale: how far a window's sound rises above
+    the background it also holds. Zero padding (a recording's last, partial window) is not a frame."""
+    n, width = windows.shape
+    frame = max(1, round(sr * frame_s))
+    k = max(1, width // frame)
+    frames = windows[:, : k * frame].reshape(n, k, -1) if width >= frame else windows[:, None, :]
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=-1))
+    db = np.where(rms > 0, 20 * np.log10(np.maximum(rms, 1e-10)), np.nan)
+    empty = np.isnan(db).all(axis=1)
+    db[empty] = -200.0
+    return np.nanmax(db, axis=1).astype(np.float32), np.nanmin(db, axis=1).astype(np.float32)
+
+
 def _codes(owner) -> tuple[np.ndarray, np.ndarray]:
     """(owner keys in first-seen order, each row's index into them)."""
     codes, keys = pd.factorize(pd.Series(np.asarray(owner)), sort=False)

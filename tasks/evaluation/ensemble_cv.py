@@ -19,6 +19,7 @@ from tasks.evaluation.ensembles import (
     vote,
 )
 from tasks.evaluation.metrics import cv_summary, scalar_metrics
+from tasks.records import ConfigResult
 
 FIXED = {"average": average, "maximum": maximum, "vote": vote}
 
@@ -142,7 +143,7 @@ class EnsembleOutcome:
 
 
 def evaluate_ensembles(
-    results: list[dict],
+    results: list[ConfigResult],
     manifest_path: str,
     splits_path: str,
     combiners: list[str],
@@ -159,9 +160,9 @@ def evaluate_ensembles(
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
     owner, weights = pooling(manifest)
     splits = load_splits(splits_path)
-    probas = {r["name"]: np.load(r["proba"]) for r in results}
-    family = {r["name"]: r["family"] for r in results}
-    view = {r["name"]: r["features"] for r in results}
+    probas = {r.name: np.load(r.proba) for r in results}
+    family = {r.name: r.family for r in results}
+    view = {r.name: r.features for r in results}
     # group -> (candidate configurations, fixed members or None: chosen per fold by select_members)
     groups: dict[str, tuple[list[str], list[str] | None]] = {"ensemble": (list(probas), None)}
     for pool, patterns in (pools or {}).items():
@@ -170,8 +171,8 @@ def evaluate_ensembles(
             groups[pool] = (chosen, None)
         elif patterns and log is not None:
             log.warning("ensemble pool %r matches %d configuration(s) (%s): skipped", pool, len(chosen), patterns)
-    for model in dict.fromkeys(r["model"] for r in results):
-        reps = [r["name"] for r in results if r["model"] == model and "#" in r["name"]]
+    for model in dict.fromkeys(r.config.model for r in results):
+        reps = [r.name for r in results if r.config.model == model and r.config.repeat is not None]
         if len(reps) > 1:
             groups[f"{model}-repeats"] = (reps, reps)
     out = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from tasks.records import Config
+
 # Rough seconds per epoch (deep) or per configuration (classical) on 320 training clips, 2 cores
 # (README, bench/train.py); only their ratios matter.
 _PER_EPOCH_S = {"mlp": 0.3, "cnn1d": 0.5, "cnn2d": 1.4}
@@ -24,20 +26,20 @@ def duration_text(seconds: float) -> str:
 
 def eta_text(fraction_done: float, elapsed_s: float) -> str:
     """'1m10s elapsed, ~2m20s left' (the time left extrapolated from the share done so far)."""
-    if fraction_done <= 0:
+    if fraction_done < 0.01:  # too little done to extrapolate from
         return f"{duration_text(elapsed_s)} elapsed"
     left = elapsed_s * (1 - min(fraction_done, 1.0)) / fraction_done
     return f"{duration_text(elapsed_s)} elapsed, ~{duration_text(left)} left"
 
 
-def estimated_cost(spec: dict) -> float:
+def estimated_cost(config: Config) -> float:
     """Relative cost of cross-validating one configuration (family, epochs, augmented copies)."""
     from tasks.models import catalog
 
-    meta = catalog.info(spec["model"])
-    copies = 1 + int((spec.get("augmentation") or {}).get("n_copies", 0)) if spec.get("augmented") else 1
+    meta = catalog.info(config.model)
+    copies = 1 + (config.augmentation.n_copies if config.augmented and config.augmentation else 0)
     if meta.family in _PER_EPOCH_S:
-        epochs = int({**meta.defaults, **(spec.get("hyper") or {})}.get("epochs", 10))
+        epochs = int({**meta.defaults, **config.hyper}.get("epochs", 10))
         return _DEEP_START_S + _PER_EPOCH_S[meta.family] * epochs * copies
     return _CLASSICAL_S * copies
 
@@ -71,7 +73,8 @@ class Throttle:
     """True at most once every `every_s` seconds (the first call, and the last when forced)."""
 
     def __init__(self, every_s: float, *, clock: Callable[[], float] = time.monotonic):
-        self.every_s, self.clock, self.last = every_s, clock, None
+        self.every_s, self.clock = every_s, clock
+        self.last: float | None = None
 
     def __call__(self, force: bool = False) -> bool:
         now = self.clock()

@@ -396,6 +396,13 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):
         out = [self._predict_chunk(rows.take(idx)) for idx in _chunks(rows)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float32)
 
+    def network_input(self, X) -> np.ndarray:
+        """What the network itself sees for features X: scaled, with a channel axis, one crop when it
+        crops (an input example for the logged Keras model)."""
+        check_is_fitted(self, "model_")
+        x = self._scale(self._as_model_input(np.asarray(X, dtype=np.float32)))
+        return self._crops(x, 1)[0] if self.crop_frames_ and self.predict_crops else x
+
     def _predict_chunk(self, x: np.ndarray) -> np.ndarray:
         X = self._scale(self._as_model_input(x))
         if self.crop_frames_ and self.predict_crops:

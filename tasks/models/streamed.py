@@ -4,7 +4,7 @@ Standardization, nearest centroid and Gaussian naive Bayes need only per-class c
 (one pass, merged block by block); multinomial logistic regression needs its loss and gradient, summed block by block
 at each L-BFGS step (the same objective, solver and tolerances as scikit-learn's lbfgs). The result is the fitted
 scikit-learn pipeline those models would have produced (StandardScaler -> model), so prediction, packaging and
-serving are unchanged; tests/test_streamed.py checks it against scikit-learn's own fit.
+serving are unchanged; tests/models/test_streamed.py checks it against scikit-learn's own fit.
 """
 
 from __future__ import annotations

@@ -15,54 +15,39 @@ from tasks.errors import SoundflowError
 from tasks.evaluation.metrics import confusion_figure, confusion_frame, cv_summary, scalar_metrics
 from tasks.evaluation.train import assemble, config_dir
 from tasks.features.pretrained import license_tags
-from tasks.models import catalog
+from tasks.records import Config, ConfigResult, CVInputs, FoldResult
 from tasks.tracking import runs as tracking
 
 
-def params_of(spec: dict) -> dict:
-    """The parameters every configuration's run carries (the compare view lines them up)."""
-    params = {
-        "model": spec["model"],
-        "features": spec["features"],
-        "augmented": spec["augmented"],
-        "seed": spec["seed"],
-        "family": catalog.info(spec["model"]).family,
-        "hyper": spec.get("hyper") or {},
-    }
-    if spec.get("augmentation"):
-        params["augmentation"] = spec["augmentation"]
-    return params
-
-
-@task(cache_policy=NO_CACHE, task_run_name="log {spec[name]}")
+@task(cache_policy=NO_CACHE, task_run_name="log {config.name}")
 def log_configuration_task(
-    spec: dict, inputs: dict, folds: list[dict], experiment_id: str, parent_id: str, results_dir: str
-) -> dict:
+    config: Config, inputs: CVInputs, folds: list[FoldResult], experiment_id: str, parent_id: str, results_dir: str
+) -> ConfigResult:
     """Assemble the folds' out-of-fold probabilities, score them per recording and log the nested run.
 
-    folds: fit_fold results, or {"fold": k, "error": "..."} for a fold that failed: the run is then FAILED
-    (with the error as a tag) and SoundflowError is raised, so the flow can go on with the others."""
+    A fold that failed (its FoldResult carries the error) makes the run FAILED (with the error as a tag) and raises
+    SoundflowError, so the flow can go on with the others."""
     log = get_run_logger()
-    manifest = read_manifest(inputs["manifest"])
+    manifest = read_manifest(inputs.manifest)
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
     owner, weights = pooling(manifest)
-    splits = load_splits(inputs["splits"])
-    out = config_dir(spec, inputs, results_dir)
-    tags = {"soundflow.kind": "model", "soundflow.config": spec["name"], **license_tags([spec["features"]])}
+    splits = load_splits(inputs.splits)
+    out = config_dir(config, inputs, results_dir)
+    tags = {"soundflow.kind": "model", "soundflow.config": config.name, **license_tags([config.features])}
     with tracking.run(
-        experiment_id, name=spec["name"], params=params_of(spec), parent_id=parent_id, tags=tags
+        experiment_id, name=config.name, params=config.params(), parent_id=parent_id, tags=tags
     ) as run_id:
-        failed = [f for f in folds if f.get("error")]
+        failed = [f for f in folds if f.error]
         if failed:
-            raise SoundflowError(f"{spec['name']}: fold {failed[0]['fold'] + 1} failed: {failed[0]['error']}")
-        ordered = sorted(folds, key=lambda f: f["fold"])
-        proba, cv, histories = assemble([f["path"] for f in ordered], len(y), len(names), y)
-        if all(f.get("reused") for f in ordered):
+            raise SoundflowError(f"{config.name}: fold {failed[0].fold + 1} failed: {failed[0].error}")
+        ordered = sorted(folds, key=lambda f: f.fold)
+        proba, cv, histories = assemble([f.path for f in ordered], len(y), len(names), y)
+        if all(f.reused for f in ordered):
             tracking.client().set_tag(run_id, "soundflow.reused", "true")
         # where the folds ran (worker process ids): the flow's own process never trains
-        tracking.client().set_tag(run_id, "soundflow.fold_pids", ",".join(str(f.get("pid", "")) for f in ordered))
+        tracking.client().set_tag(run_id, "soundflow.fold_pids", ",".join(str(f.pid) for f in ordered))
         summary = cv_summary(y, proba, splits, names, owner=owner, weights=weights)
-        _log_result(run_id, summary, cv, names, spec["name"])
+        _log_result(run_id, summary, cv, names, config.name)
         for k, history in enumerate(histories):
             if history:
                 tracking.log_history(run_id, history, fold=k)
@@ -72,23 +57,17 @@ def log_configuration_task(
         save_json(out / "summary.json", cv)
         if any(histories):
             save_json(out / "history.json", histories)
-        log.info(
-            "%s: %.1f%% +- %.1f", spec["name"], 100 * summary["cv_accuracy_mean"], 100 * summary["cv_accuracy_sem"]
-        )
-    return {
-        "name": spec["name"],
-        "model": spec["model"],
-        "features": spec["features"],
-        "augmented": spec["augmented"],
-        "family": catalog.info(spec["model"]).family,
-        "run_id": run_id,
-        "proba": str(out / "proba.npy"),
-        "cv_accuracy_mean": summary["cv_accuracy_mean"],
-        "cv_accuracy_sem": summary["cv_accuracy_sem"],
-        "macro_f1_mean": summary["macro_f1_mean"],
-        "fit_seconds": float(np.sum(cv["fit_seconds"])),
-        "history": str(out / "history.json") if any(histories) else None,
-    }
+        log.info("%s: %.1f%% +- %.1f", config.name, 100 * summary["cv_accuracy_mean"], 100 * summary["cv_accuracy_sem"])
+    return ConfigResult(
+        config=config,
+        run_id=run_id,
+        proba=str(out / "proba.npy"),
+        cv_accuracy_mean=summary["cv_accuracy_mean"],
+        cv_accuracy_sem=summary["cv_accuracy_sem"],
+        macro_f1_mean=summary["macro_f1_mean"],
+        fit_seconds=float(np.sum(cv["fit_seconds"])),
+        history=str(out / "history.json") if any(histories) else None,
+    )
 
 
 def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: str) -> None:
@@ -113,7 +92,4 @@ def _log_keras_fold(run_id: str, out: Path, history: dict) -> None:
     if not (out / "fold0.keras").exists():
         return
     est = KerasClassifier.load(out / "fold0.keras")
-    x = est._scale(est._as_model_input(np.load(out / "fold0_example.npy").astype(np.float32)))
-    if est.crop_frames_ and est.predict_crops:
-        x = est._crops(x, 1)[0]  # the network sees one crop at a time
-    tracking.log_keras_model(run_id, est.model_, x)
+    tracking.log_keras_model(run_id, est.model_, est.network_input(np.load(out / "fold0_example.npy")))

@@ -13,14 +13,14 @@ from tasks.data.manifest import class_names, read_manifest
 from tasks.evaluation.ensemble_cv import EnsembleOutcome, evaluate_ensembles
 from tasks.evaluation.metrics import confusion_figure, confusion_frame
 from tasks.features.pretrained import license_tags
+from tasks.records import ConfigResult, CVInputs, EnsembleResult
 from tasks.tracking import runs as tracking
 
 
 @task(cache_policy=NO_CACHE)
 def ensemble_task(
-    results: list[dict],
-    manifest_path: str,
-    splits_path: str,
+    results: list[ConfigResult],
+    inputs: CVInputs,
     combiners: list[str],
     *,
     n_members: int,
@@ -30,14 +30,14 @@ def ensemble_task(
     parent_id: str,
     results_dir: str,
     pools: dict[str, list[str]] | None = None,
-) -> list[dict]:
+) -> list[EnsembleResult]:
     """Mixed-family ensembles over every configuration ("ensemble:<combiner>"), over each named pool of
     configurations ("<pool>:<combiner>"), and of each model's repeated trainings; each a nested MLflow run."""
     log = get_run_logger()
     outcomes = evaluate_ensembles(
         results,
-        manifest_path,
-        splits_path,
+        inputs.manifest,
+        inputs.splits,
         combiners,
         n_members=n_members,
         method=method,
@@ -45,9 +45,9 @@ def ensemble_task(
         pools=pools,
         log=log,
     )
-    names = class_names(read_manifest(manifest_path))
-    by_name = {r["name"]: r for r in results}
-    view = {r["name"]: r["features"] for r in results}
+    names = class_names(read_manifest(inputs.manifest))
+    by_name = {r.name: r for r in results}
+    view = {r.name: r.features for r in results}
     out = []
     for o in outcomes:
         run_id = log_ensemble(o, names, view, experiment_id=experiment_id, parent_id=parent_id)
@@ -60,24 +60,19 @@ def ensemble_task(
             ", ".join(o.members),
         )
         out.append(
-            {
-                "name": o.name,
-                "model": o.name,
-                "features": "probabilities",
-                "augmented": False,
-                "family": "ensemble",
-                "run_id": run_id,
-                "proba": path,
-                "cv_accuracy_mean": o.summary["cv_accuracy_mean"],
-                "cv_accuracy_sem": o.summary["cv_accuracy_sem"],
-                "macro_f1_mean": o.summary["macro_f1_mean"],
-                "fit_seconds": 0.0,
-                "members": o.members,
-                "combiner": o.combiner,
-                "optimizer": method,
-                "seed": seed,
-                "final_members": [by_name[m] for m in o.final],
-            }
+            EnsembleResult(
+                group=o.group,
+                combiner=o.combiner,
+                optimizer=method,
+                seed=seed,
+                members=tuple(o.members),
+                final_members=tuple(by_name[m] for m in o.final),
+                run_id=run_id,
+                proba=path,
+                cv_accuracy_mean=o.summary["cv_accuracy_mean"],
+                cv_accuracy_sem=o.summary["cv_accuracy_sem"],
+                macro_f1_mean=o.summary["macro_f1_mean"],
+            )
         )
     return out
 

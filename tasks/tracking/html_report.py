@@ -6,12 +6,15 @@ import base64
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
+from tasks.records import AuditVerdict, Dataset, Result, RunSummary
 
 # The book's figures (Kneusel, Practical Deep Learning, ch. 12; its own protocol: an 8-per-class hold-out with
 # 19 augmented copies of every clip, test copies scored too), in %, by our configuration names.
@@ -110,17 +113,17 @@ def learning_curves_figure(name: str, histories: list[dict]):
     return fig
 
 
-def results_table(results: list[dict], *, book: bool = False) -> pd.DataFrame:
+def results_table(results: Sequence[Result], *, book: bool = False) -> pd.DataFrame:
     """Configuration, family, features, accuracy mean +- SEM (%), macro F1 (and the book's figure), best first."""
     rows = [
         {
-            "configuration": r["name"],
-            "family": r["family"],
-            "features": f"{r.get('features', '')}{' + augmented copies' if r.get('augmented') else ''}",
-            "accuracy (%)": f"{100 * r['cv_accuracy_mean']:.1f} ± {100 * r['cv_accuracy_sem']:.1f}",
-            "macro F1": f"{r['macro_f1_mean']:.3f}" if r.get("macro_f1_mean") is not None else "",
-            "book (%)": book_figure(r["name"]),
-            "_sort": r["cv_accuracy_mean"],
+            "configuration": r.name,
+            "family": r.family,
+            "features": f"{r.features}{' + augmented copies' if r.augmented else ''}",
+            "accuracy (%)": f"{100 * r.cv_accuracy_mean:.1f} ± {100 * r.cv_accuracy_sem:.1f}",
+            "macro F1": f"{r.macro_f1_mean:.3f}",
+            "book (%)": book_figure(r.name),
+            "_sort": r.cv_accuracy_mean,
         }
         for r in results
     ]
@@ -144,7 +147,7 @@ def build_html(
     *,
     title: str,
     description: str,
-    results: list[dict],
+    results: Sequence[Result],
     comparison_png: bytes,
     confusions: list[tuple[str, bytes]],
     recall: pd.DataFrame,
@@ -203,17 +206,16 @@ def build_html(
     )
 
 
-def _audit_text(audit: dict | None) -> dict | None:
+def _audit_text(audit: AuditVerdict | None) -> dict | None:
     """The audit's verdict and its summary (markdown as text), if the run had one."""
-    if not audit:
+    if audit is None:
         return None
-    path = Path(audit.get("summary", ""))
-    return {"verdict": audit.get("verdict", ""), "text": path.read_text() if path.is_file() else ""}
+    path = Path(audit.summary)
+    return {"verdict": audit.verdict, "text": path.read_text() if path.is_file() else ""}
 
 
-@task(cache_policy=NO_CACHE)
-def html_report_task(
-    results: list[dict], data: dict, splits_path: str, summary: dict, parent_id: str, reports_dir: str
+def write_html_report(
+    data: Dataset, splits_path: str, summary: RunSummary, reports_dir: str, *, description: str = ""
 ) -> str:
     """Write report/index.html for this run under reports_dir/<run id>/ and log it on the parent run."""
     from tasks.data.manifest import class_names, pooling, read_manifest, read_rejected
@@ -221,50 +223,46 @@ def html_report_task(
     from tasks.evaluation.metrics import confusion_figure, cv_summary
     from tasks.tracking import runs as tracking
     from tasks.tracking.report import comparison_figure, results_frame
-    from tasks.tracking.run_summary import run_description
 
-    manifest = read_manifest(data["manifest"])
+    results, parent_id = summary.results, summary.parent_run_id
+    manifest = read_manifest(data.manifest)
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
     owner, weights = pooling(manifest)
     splits = load_splits(splits_path)
-    ranked = sorted(results, key=lambda r: -r["cv_accuracy_mean"])
+    ranked = sorted(results, key=lambda r: -r.cv_accuracy_mean)
     picks = [
         r
         for r in (
-            next((r for r in ranked if r["family"] != "ensemble"), None),
-            next((r for r in ranked if r["family"] == "ensemble"), None),
+            next((r for r in ranked if r.family != "ensemble"), None),
+            next((r for r in ranked if r.family == "ensemble"), None),
         )
         if r is not None
     ]
     confusions, recall = [], {}
     for r in picks:
-        s = cv_summary(y, np.load(r["proba"]), splits, names, owner=owner, weights=weights)
-        label = f"{'best ensemble' if r['family'] == 'ensemble' else 'best model'}: {r['name']}"
-        confusions.append((label, figure_png(confusion_figure(s["confusion"], names, title=r["name"]))))
-        recall[r["name"]] = {c: round(100 * v, 1) for c, v in s["recall"].items()}
+        s = cv_summary(y, np.load(r.proba), splits, names, owner=owner, weights=weights)
+        label = f"{'best ensemble' if r.family == 'ensemble' else 'best model'}: {r.name}"
+        confusions.append((label, figure_png(confusion_figure(s["confusion"], names, title=r.name))))
+        recall[r.name] = {c: round(100 * v, 1) for c, v in s["recall"].items()}
     curves = []
     for r in ranked:
-        if r.get("history") and Path(r["history"]).exists():
-            curves.append(
-                (r["name"], figure_png(learning_curves_figure(r["name"], json.loads(Path(r["history"]).read_text()))))
-            )
-    rejected = (
-        read_rejected(data["rejected"]) if data.get("rejected") and Path(data["rejected"]).exists() else pd.DataFrame()
-    )
+        if r.history and Path(r.history).exists():
+            curves.append((r.name, figure_png(learning_curves_figure(r.name, json.loads(Path(r.history).read_text())))))
+    rejected = read_rejected(data.rejected) if Path(data.rejected).exists() else pd.DataFrame()
     if len(rejected):
         rejected = rejected[[c for c in ("path", "reason") if c in rejected.columns] or list(rejected.columns)]
     facts = {
-        "dataset": summary.get("dataset", ""),
-        "source": summary.get("source", ""),
+        "dataset": summary.dataset,
+        "source": summary.source,
         "recordings": manifest["recording_id"].nunique(),
         "segments": len(manifest),
         "classes": len(names),
-        "protocol": summary.get("protocol", ""),
+        "protocol": summary.protocol,
         "MLflow parent run": parent_id,
     }
     page = build_html(
-        title=f"soundflow case study — {summary.get('dataset', '')}, preset {summary.get('preset', '')}",
-        description=run_description(summary),
+        title=f"soundflow case study — {summary.dataset}, preset {summary.preset}",
+        description=description,
         results=results,
         comparison_png=figure_png(comparison_figure(results_frame(results), chance_pct=100 / len(names))),
         confusions=confusions,
@@ -273,11 +271,19 @@ def html_report_task(
         dataset=dataset_summary(manifest),
         dataset_facts=facts,
         rejected=rejected,
-        audit=_audit_text(summary.get("audit")),
-        book=summary.get("dataset") == "esc10",  # the book's figures are ESC-10's
+        audit=_audit_text(summary.audit),
+        book=summary.dataset == "esc10",  # the book's figures are ESC-10's
     )
     out = Path(reports_dir) / parent_id / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     tracking.log_file(parent_id, out, "report")
     return str(out)
+
+
+@task(cache_policy=NO_CACHE)
+def html_report_task(
+    data: Dataset, splits_path: str, summary: RunSummary, reports_dir: str, *, description: str = ""
+) -> str:
+    """The run's HTML report (see write_html_report)."""
+    return write_html_report(data, splits_path, summary, reports_dir, description=description)

@@ -5,11 +5,8 @@ same folds."""
 from __future__ import annotations
 
 import json
-import multiprocessing
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,20 +17,23 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import digest
 from tasks.config import tracking_uri
 from tasks.data.manifest import class_names, read_manifest
+from tasks.detection.thresholds import calibrate, pr_figure
 from tasks.errors import SoundflowError
-from tasks.evaluation.ensembles import Combiner
+from tasks.evaluation.refit import fit_combiner, members_of, refit_members
 from tasks.features.pretrained import license_tags
 from tasks.features.representations import resolved_opts
 from tasks.logs import run_logger
-from tasks.models import catalog
-from tasks.models import rows as rowsets
+from tasks.records import ConfigResult, CVInputs, Dataset, EnsembleResult, Registration, Result
 from tasks.tracking import runs as tracking
-from tasks.tracking.pyfunc import load_estimator, log_ensemble_model, save_estimator
+from tasks.tracking.pyfunc import log_ensemble_model
 
 ALIAS = "champion"
+# Class names that mean "none of the classes": a model trained with one never reports it when detecting.
+BACKGROUND_NAMES = ("background", "noise", "silence", "other", "none", "negative")
 TAG_ACCURACY = "cv_accuracy_mean"
 TAG_CONFIG = "configuration"
 TAG_FOLDS = "folds_digest"
+TAG_CALIBRATION = "calibration"  # what its detection thresholds were calibrated for
 
 
 def model_name(dataset: str) -> str:
@@ -64,73 +64,6 @@ def folds_digest(manifest_path: str, splits_path: str) -> str:
     with open(splits_path) as fh:
         splits = json.load(fh)
     return digest(manifest[cols].to_numpy().tolist(), splits)
-
-
-def refit_full(
-    spec: dict, manifest_path: str, features_path: str, *, aug_features_path: str | None = None, n_jobs: int = 1
-):
-    """Fit the configuration `spec` (model, seed, hyper) on all clips (+ their augmented copies if given)."""
-    manifest = read_manifest(manifest_path)
-    y = manifest["class_id"].to_numpy()
-    groups = manifest["group"].astype(str).to_numpy()
-    X = np.load(features_path, mmap_mode="r")
-    X_aug = None if aug_features_path is None else np.load(aug_features_path, mmap_mode="r")
-    rows, yt, gt = rowsets.training_rows(X, y, groups, np.arange(len(y)), X_aug)
-    est = catalog.make(spec["model"], seed=int(spec.get("seed", 0)), n_jobs=n_jobs, hyper=spec.get("hyper"))()
-    return rowsets.fit(est, rows, yt, gt)
-
-
-def _refit_saved(spec: dict, manifest_path: str, features_path: str, aug_path: str | None, folder: str) -> dict:
-    """refit_full in a worker process; the estimator goes to `folder` (its own format), the format comes back."""
-    t0 = time.perf_counter()
-    fmt, cls = save_estimator(refit_full(spec, manifest_path, features_path, aug_features_path=aug_path), Path(folder))
-    return {"estimator_format": fmt, "estimator_class": cls, "seconds": time.perf_counter() - t0}
-
-
-def refit_members(specs: list[dict], inputs: dict, *, n_jobs: int, log) -> list:
-    """Every member refitted on all clips, in the order given: side by side in up to n_jobs worker processes (the
-    cores split between them as in CV), the longest first, with a log line as each one finishes."""
-    from tasks.evaluation.train import init_worker, longest_first
-
-    def job(spec: dict) -> tuple:
-        aug = inputs.get("aug_features", {}).get(spec["features"]) if spec["augmented"] else None
-        return spec, inputs["manifest"], inputs["features"][spec["features"]], aug
-
-    def label(spec: dict) -> str:
-        return f"{spec['model']}/{spec['features']}{'+aug' if spec['augmented'] else ''}"
-
-    workers = max(1, min(int(n_jobs), len(specs)))
-    log.info("champion: refitting %d member(s) on every clip, %d at a time", len(specs), workers)
-    if workers == 1:
-        estimators = []
-        for i, spec in enumerate(specs, 1):
-            t0, (spec, manifest, features, aug) = time.perf_counter(), job(spec)
-            estimators.append(refit_full(spec, manifest, features, aug_features_path=aug, n_jobs=int(n_jobs)))
-            log.info(
-                "champion: member %d/%d %s refitted (%.0f s)", i, len(specs), label(spec), time.perf_counter() - t0
-            )
-        return estimators
-    first = longest_first(specs)
-    with tempfile.TemporaryDirectory(prefix="soundflow-refit-") as tmp:
-        with ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker, initargs=(workers,)
-        ) as pool:
-            futures = {
-                pool.submit(_refit_saved, *job(specs[i]), str(Path(tmp) / str(i))): i
-                for i in sorted(range(len(specs)), key=lambda i: first.index(specs[i]))
-            }
-            saved: dict[int, dict] = {}
-            for done, future in enumerate(as_completed(futures), 1):
-                i = futures[future]
-                saved[i] = future.result()
-                log.info(
-                    "champion: member %d/%d %s refitted (%.0f s)",
-                    done,
-                    len(specs),
-                    label(specs[i]),
-                    saved[i]["seconds"],
-                )
-        return [load_estimator(Path(tmp) / str(i), saved[i]) for i in range(len(specs))]
 
 
 def current_champion(name: str, *, client=None):
@@ -207,16 +140,16 @@ def register_champion(
     return result
 
 
-def best_single(results: list[dict]) -> dict:
+def best_single(results: list[Result]) -> ConfigResult:
     """The best configuration that is one model."""
-    singles = [r for r in results if r.get("family") != "ensemble"]
+    singles = [r for r in results if isinstance(r, ConfigResult)]
     if not singles:
         raise ValueError("no single-model result to register (only ensembles)")
     return max(singles, key=_accuracy)
 
 
-def _accuracy(result: dict) -> float:
-    return _rounded(result["cv_accuracy_mean"])
+def _accuracy(result: Result) -> float:
+    return _rounded(result.cv_accuracy_mean)
 
 
 def _rounded(accuracy: float) -> float:
@@ -224,7 +157,7 @@ def _rounded(accuracy: float) -> float:
     return round(float(accuracy), 9)
 
 
-def best_result(results: list[dict]) -> dict:
+def best_result(results: list[Result]) -> Result:
     """The best CV result, single model or ensemble; on a tie the one listed first (single models precede ensembles:
     an ensemble is the champion only if it scores higher, not when it equals its best member)."""
     if not results:
@@ -232,125 +165,115 @@ def best_result(results: list[dict]) -> dict:
     return max(results, key=_accuracy)
 
 
-def members_of(best: dict) -> list[dict]:
-    """The results to refit: the ensemble's final members (chosen on all out-of-fold rows), or the model itself."""
-    if best.get("family") != "ensemble":
-        return [best]
-    if not best.get("final_members"):
-        raise ValueError(f"{best['name']}: an ensemble result without final_members (ensemble_task produces them)")
-    return list(best["final_members"])
-
-
-def configuration_of(best: dict) -> str:
+def configuration_of(best: Result) -> str:
     """What the champion is, as its `configuration` tag: the result's name, plus an ensemble's members."""
-    if best.get("family") != "ensemble":
-        return best["name"]
-    return f"{best['name']} = {' + '.join(m['name'] for m in members_of(best))}"
+    if not isinstance(best, EnsembleResult):
+        return best.name
+    return f"{best.name} = {' + '.join(m.name for m in members_of(best))}"
 
 
-def fit_combiner(best: dict, manifest_path: str, params: dict) -> Combiner | None:
-    """An ensemble's combiner fitted on its members' out-of-fold probabilities of all folds (None for one model).
-
-    Weighted: weights searched as CV searches them per fold; stacking: the Stacker on every out-of-fold row."""
-    if best.get("family") != "ensemble":
-        return None
-    y = read_manifest(manifest_path)["class_id"].to_numpy()
-    P = np.stack([np.load(m["proba"]) for m in members_of(best)])
-    scored = ~np.isnan(P[..., 0]).any(axis=0)
-    kind = best.get("combiner") or best["name"].rsplit(":", 1)[-1]
-    if kind in ("weighted", "stacking", "logpool") and not scored.any():
-        raise ValueError(f"{best['name']}: no out-of-fold predictions to fit the {kind} combiner on")
-    return Combiner(
-        kind,
-        method=best.get("optimizer") or params.get("optimizer", "jaya"),
-        seed=int(best.get("seed", params.get("seed", 0))),
-    ).fit(P[:, scored], y[scored])
+def is_background(name: str) -> bool:
+    """A class that means "none of the classes" (background, noise, silence, other): never reported by detect."""
+    return name.strip().lower() in BACKGROUND_NAMES
 
 
-def _spec_of(best: dict, params: dict) -> dict:
-    """The configuration to refit: the CV result's own seed/hyper if present, else the run's parameters."""
-    name = best.get("name", "")
-    repeat = int(name.rsplit("#", 1)[1]) if "#" in name and name.rsplit("#", 1)[1].isdigit() else 0
-    return {
-        "model": best["model"],
-        "features": best["features"],
-        "augmented": bool(best.get("augmented")),
-        "seed": int(best.get("seed", params.get("seed", 0) + repeat)),
-        "hyper": best.get("hyper", (params.get("hyper") or {}).get(best["model"], {})),
-    }
+def calibrate_thresholds(
+    run_id: str, best: Result, y: np.ndarray, names: list[str], *, target_precision: float, ignore: Sequence[str]
+) -> dict[str, float]:
+    """Per class, the lowest threshold whose precision on the result's out-of-fold window scores (never scores of
+    a model on its own training data) reaches target_precision, with the recall it leaves; logged as
+    thresholds.csv and thresholds_pr.png. These hold on recordings like the training data."""
+    proba = np.load(best.proba)
+    scored = ~np.isnan(proba).any(axis=1)
+    table = calibrate(proba[scored], y[scored], names, target_precision=target_precision, ignore=ignore)
+    tracking.log_frame(run_id, table, "thresholds.csv")
+    tracking.log_figure(run_id, pr_figure(proba[scored], y[scored], names, table), "thresholds_pr.png")
+    tracking.log_metrics(run_id, {"thresholds_reached": float(table["reached"].mean()) if len(table) else 0.0})
+    return {str(r.label): float(r.threshold) for r in table.itertuples()}
 
 
-@task(cache_policy=NO_CACHE, task_run_name="register {best[name]}")
-def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, parent_id: str) -> dict:
-    """Refit the best CV configuration on all clips, log it as ONE pyfunc and register it (nested run "champion-refit").
+@task(cache_policy=NO_CACHE, task_run_name="register {best.name}")
+def register_task(
+    best: Result,
+    inputs: CVInputs,
+    dataset: Dataset,
+    *,
+    n_jobs: int,
+    experiment_id: str,
+    parent_id: str,
+    target_precision: float = 0.9,
+    background_classes: Sequence[str] = (),
+) -> Registration:
+    """Refit the best CV result on all clips, log it as ONE pyfunc and register it (nested run "champion-refit").
 
-    best: a configuration's result (tracking/cv_runs.py: name, model, features, augmented, cv_accuracy_mean; seed/hyper optional), or an
-    ensemble_task result (family "ensemble", combiner, final_members: the member results chosen on all folds'
-    out-of-fold predictions; members can differ per fold in CV, the champion has this one set). Each member is
-    refitted on all clips; a weighted or stacking combiner is fitted on the members' out-of-fold probabilities.
-    inputs: manifest, splits, features {kind: path}, aug_features {kind: path}; optional feature_opts {kind: opts}
-    (the options features_task was given; default none).
-    params: the flow's CaseStudyParams.model_dump() (sample_rate, window_s, hop_s, seed, hyper, n_jobs, optimizer)
-    plus `dataset_name`, the name ingestion gave the dataset (the registered model is soundflow-<dataset_name>)."""
+    An ensemble's final members (chosen on all folds' out-of-fold predictions; members can differ per fold in CV,
+    the champion has this one set) are each refitted on all clips; a weighted or stacking combiner is fitted on
+    their out-of-fold probabilities. The registered model is soundflow-<dataset name>. Its detection thresholds
+    are calibrated per class on the result's out-of-fold window scores (see calibrate_thresholds)."""
     log = run_logger(__name__)
     members = members_of(best)
-    specs = [_spec_of(m, params) for m in members]
+    configs = [m.config for m in members]
     configuration = configuration_of(best)
-    name = model_name(params["dataset_name"])
-    folds = folds_digest(inputs["manifest"], inputs["splits"])
+    name = model_name(dataset.name)
+    folds = folds_digest(inputs.manifest, inputs.splits)
     champ = current_champion(name)
+    calibration = f"precision {target_precision:g}; background {sorted(background_classes)}"
     if (
         champ is not None
         and champ.tags.get("configuration") == configuration
         and champ.tags.get("folds_digest") == folds
-        and abs(float(champ.tags.get("cv_accuracy_mean", "nan")) - float(best["cv_accuracy_mean"])) < 5e-7
+        and champ.tags.get(TAG_CALIBRATION) == calibration
+        and abs(float(champ.tags.get("cv_accuracy_mean", "nan")) - float(best.cv_accuracy_mean)) < 5e-7
     ):
         # nothing changed since the champion was registered: a warm re-run does not refit it again
         log.info("champion %s v%s is already %s on these folds; not refitting", name, champ.version, configuration)
-        return {
-            "name": name,
-            "version": str(champ.version),
-            "alias_moved": False,
-            "uri": f"models:/{name}@{ALIAS}",
-            "reason": "unchanged: same configuration, folds and CV accuracy as the champion",
-            "run_id": None,
-            "configuration": configuration,
-        }
-    ensemble = best.get("family") == "ensemble"
+        return Registration(
+            name=name,
+            version=str(champ.version),
+            alias_moved=False,
+            uri=f"models:/{name}@{ALIAS}",
+            reason="unchanged: same configuration, folds and CV accuracy as the champion",
+            configuration=configuration,
+        )
     spec_params = (
-        {"combiner": best.get("combiner"), "members": {f"member{i}": s for i, s in enumerate(specs)}}
-        if ensemble
-        else specs[0]
+        {"combiner": best.combiner, "members": {f"member{i}": c.params() for i, c in enumerate(configs)}}
+        if isinstance(best, EnsembleResult)
+        else configs[0].params()
     )
     run_params = {
-        "configuration": best["name"],
+        "configuration": best.name,
         **spec_params,
         "registered_model": name,
         "folds_digest": folds,
-        "cv_run_id": best.get("run_id", ""),
+        "cv_run_id": best.run_id,
     }
     tags = {
         "soundflow.kind": "champion",
-        "soundflow.config": best["name"],
-        **license_tags(s["features"] for s in specs),
+        "soundflow.config": best.name,
+        **license_tags(c.features for c in configs),
     }
     with tracking.run(
         experiment_id, name="champion-refit", params=run_params, parent_id=parent_id, tags=tags
     ) as run_id:
         t0 = time.perf_counter()
-        estimators = refit_members(specs, inputs, n_jobs=int(params.get("n_jobs", 1)), log=log)
-        combiner = fit_combiner(best, inputs["manifest"], params)
+        estimators = refit_members(configs, inputs, n_jobs=n_jobs, log=log)
+        combiner = fit_combiner(best, inputs.manifest)
         refit_s = time.perf_counter() - t0
-        names = class_names(read_manifest(inputs["manifest"]))
+        manifest = read_manifest(inputs.manifest)
+        names = class_names(manifest)
+        background = [c for c in names if c in set(background_classes) or is_background(c)]
+        thresholds = calibrate_thresholds(
+            run_id, best, manifest["class_id"].to_numpy(), names, target_precision=target_precision, ignore=background
+        )
         member_cfg = [
             {
-                "name": m["name"],
-                "features": s["features"],
-                "feature_opts": resolved_opts(s["features"], (inputs.get("feature_opts") or {}).get(s["features"], {})),
+                "name": c.name,
+                "features": c.features,
+                "feature_opts": resolved_opts(c.features, dict(inputs.feature_opts.get(c.features, {}))),
                 # the rate its features were computed at (a representation's own, from the source audio)
-                "sample_rate": int((inputs.get("feature_rates") or {}).get(s["features"], params["sample_rate"])),
+                "sample_rate": int(inputs.feature_rates.get(c.features, dataset.sample_rate)),
             }
-            for m, s in zip(members, specs)
+            for c in configs
         ]
         info = log_ensemble_model(
             run_id,
@@ -361,29 +284,33 @@ def register_task(best: dict, inputs: dict, params: dict, experiment_id: str, pa
                 "model_name": name,
                 "configuration": configuration,
                 "class_names": names,
-                "sample_rate": int(params["sample_rate"]),
-                "window_s": float(params["window_s"]),
-                "hop_s": float(params.get("hop_s") or params["window_s"]),
+                "sample_rate": dataset.sample_rate,
+                "window_s": dataset.window_s,
+                "hop_s": dataset.hop_s,
+                "thresholds": thresholds,
+                "target_precision": target_precision,
+                "background_classes": background,
             },
         )
         tracking.log_metrics(
-            run_id, {"cv_accuracy_mean": best["cv_accuracy_mean"], "refit_seconds": refit_s, "n_members": len(members)}
+            run_id, {"cv_accuracy_mean": best.cv_accuracy_mean, "refit_seconds": refit_s, "n_members": len(members)}
         )
         result = register_champion(
             run_id,
             info.model_uri,
             name=name,
-            cv_accuracy=float(best["cv_accuracy_mean"]),
+            cv_accuracy=float(best.cv_accuracy_mean),
             folds_digest=folds,
             configuration=configuration,
         )
+        tracking.client().set_model_version_tag(name, result["version"], TAG_CALIBRATION, calibration)
     log.info("registered %s v%s (%s): %s", name, result["version"], configuration, result["reason"])
-    return {
-        "name": name,
-        "version": result["version"],
-        "alias_moved": result["alias_moved"],
-        "uri": result["uri"],
-        "reason": result["reason"],
-        "run_id": run_id,
-        "configuration": configuration,
-    }
+    return Registration(
+        name=name,
+        version=result["version"],
+        alias_moved=result["alias_moved"],
+        uri=result["uri"],
+        reason=result["reason"],
+        configuration=configuration,
+        run_id=run_id,
+    )

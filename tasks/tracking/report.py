@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from prefect import task
@@ -9,22 +11,23 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import save_text
+from tasks.records import Dataset, Result
 from tasks.tracking import runs as tracking
 
 
-def results_frame(results: list[dict]) -> pd.DataFrame:
+def results_frame(results: Sequence[Result]) -> pd.DataFrame:
     """One row per configuration, best first, accuracies in percent."""
     rows = [
         {
-            "configuration": r["name"],
-            "family": r["family"],
-            "features": r["features"],
-            "augmented": r["augmented"],
-            "accuracy_pct": 100 * r["cv_accuracy_mean"],
-            "sem_pct": 100 * r["cv_accuracy_sem"],
-            "macro_f1": r["macro_f1_mean"],
-            "fit_s": r.get("fit_seconds", np.nan),
-            "run_id": r["run_id"],
+            "configuration": r.name,
+            "family": r.family,
+            "features": r.features,
+            "augmented": r.augmented,
+            "accuracy_pct": 100 * r.cv_accuracy_mean,
+            "sem_pct": 100 * r.cv_accuracy_sem,
+            "macro_f1": r.macro_f1_mean,
+            "fit_s": r.fit_seconds,
+            "run_id": r.run_id,
         }
         for r in results
     ]
@@ -98,22 +101,22 @@ def spectrogram_examples_task(clips_path: str, manifest_path: str, sr: int, pare
 
 
 @task(cache_policy=NO_CACHE)
-def dataset_summary_task(data: dict, parent_id: str) -> int:
+def dataset_summary_task(data: Dataset, parent_id: str) -> int:
     """The dataset summary (soundflow inspect) as a Prefect markdown artifact and an MLflow artifact; its class count."""
     from tasks.data.ingest import dataset_info
     from tasks.data.inspect import summarize, summary_markdown
     from tasks.data.manifest import read_manifest, read_rejected
 
-    summary = summarize(read_manifest(data["manifest"]), read_rejected(data["rejected"]), dataset_info(data))
+    summary = summarize(read_manifest(data.manifest), read_rejected(data.rejected), dataset_info(data))
     md = summary_markdown(summary)
     tracking.log_text(parent_id, md, "dataset/summary.md")
-    tracking.log_file(parent_id, data["rejected"], "dataset")
-    create_markdown_artifact(markdown=md, key="dataset-summary", description=f"dataset {data['name']}")
+    tracking.log_file(parent_id, data.rejected, "dataset")
+    create_markdown_artifact(markdown=md, key="dataset-summary", description=f"dataset {data.name}")
     return summary["n_classes"]
 
 
 @task(cache_policy=NO_CACHE)
-def report_task(results: list[dict], parent_id: str, reports_dir: str, n_classes: int | None = None) -> str:
+def report_task(results: Sequence[Result], parent_id: str, reports_dir: str, n_classes: int | None = None) -> str:
     """Publish the table as a Prefect artifact and MLflow artifacts (markdown, CSV, plot; chance = 1/n_classes)."""
     frame = results_frame(results)
     md = markdown_table(frame)

@@ -19,6 +19,8 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 
 from tasks import config
 from tasks.data.manifest import read_manifest
+from tasks.data.split import split_scheme
+from tasks.records import Dataset
 from tasks.runtime import process_tags
 
 MAX_PARAM_LEN = 6000
@@ -217,30 +219,33 @@ def _flow_run_tags() -> dict[str, str]:
     return tags
 
 
-def open_parent_run(experiment: str, params: dict, data: dict) -> tuple[str, str]:
-    """Create the experiment (once, before any fan-out) and the flow's parent run; returns (experiment id, run id).
-
-    data: ingestion's result (manifest path, digest, dataset name and layout, counts, notes)."""
+def open_parent_run(experiment: str, params: dict, data: Dataset) -> tuple[str, str]:
+    """Create the experiment (once, before any fan-out) and the flow's parent run; returns (experiment id, run id)."""
     exp_id = ensure_experiment(experiment)
-    manifest_path, dataset_digest = data["manifest"], data["digest"]
+    manifest_path, dataset_digest = data.manifest, data.digest
     manifest = read_manifest(manifest_path)
-    no_groups = any(n.startswith("no group information") for n in data.get("notes", []))
     tags = {
         "soundflow.kind": "flow",
         "soundflow.dataset_digest": dataset_digest,
-        "soundflow.dataset": data.get("name", ""),
-        "soundflow.layout": data.get("layout", ""),
-        "soundflow.recordings": str(data.get("n_recordings", "")),
+        "soundflow.dataset": data.name,
+        "soundflow.layout": data.layout,
+        "soundflow.recordings": str(data.n_recordings),
         "soundflow.segments": str(len(manifest)),
-        "soundflow.window_s": f"{data['window_s']:g}" if "window_s" in data else "",
-        "soundflow.groups": "none: each file is its own group (pass --group-pattern or a group column)"
-        if no_groups
-        else "from the dataset",
+        "soundflow.window_s": f"{data.window_s:g}",
+        "soundflow.groups": "from the dataset"
+        if data.has_groups
+        else "none: each file is its own group (pass --group-pattern or a group column)",
     }
     run_id = start_run(exp_id, name=f"case-study {params.get('preset', '')}".strip(), params=params, tags=tags)
     log_dataset(run_id, manifest, name=experiment, digest=dataset_digest, source=str(Path(manifest_path).resolve()))
     log_file(run_id, manifest_path, "dataset")
     return exp_id, run_id
+
+
+def tag_split(run_id: str, splits: str) -> None:
+    """The scheme a run's splits were made with (`soundflow.split`), and why it is not the one asked for."""
+    scheme, note = split_scheme(splits)
+    tag_run(run_id, {"soundflow.split": scheme, **({"soundflow.split_fallback": note} if note else {})})
 
 
 def tag_run(run_id: str, tags: Mapping[str, str]) -> None:
