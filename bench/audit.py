@@ -223,8 +223,8 @@ def esc10() -> dict:
 
     out = Path(tempfile.gettempdir()) / "audit-bench-esc10"
     data = build(ESC10, dataset="esc10", sr=22_050, out_dir=out)
-    m = read_manifest(data["manifest"])
-    clips = np.load(data["clips"])
+    m = read_manifest(data.manifest)
+    clips = np.load(data.clips)
     X = compute("engineered", clips, 22_050)
     start = time.perf_counter()
     result = audit(m, clips, 22_050, X, seed=0)

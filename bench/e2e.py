@@ -44,20 +44,22 @@ def run_preset(name: str, source: str, tmp: Path, *, warm_only: bool) -> dict[st
         wall = time.perf_counter() - t0
         result = state.result()
         figures[f"{label}_min"] = wall / 60
-        print(f"\n{name} {label}: {wall / 60:.1f} min; best {result['best']} {100 * result['best_accuracy']:.2f}%")
-        for stage, seconds in sorted(stage_times(result["parent_run_id"]).items(), key=lambda kv: -kv[1]):
+        print(
+            f"\n{name} {label}: {wall / 60:.1f} min; best {result.best.name} {100 * result.best.cv_accuracy_mean:.2f}%"
+        )
+        for stage, seconds in sorted(stage_times(result.parent_run_id).items(), key=lambda kv: -kv[1]):
             print(f"  {stage:<28} {seconds:8.1f} s (nested runs' time, summed over parallel runs)")
     # every ensemble (mixed, named pools, repeats) has family "ensemble"
-    ens_names = {r["name"] for r in result["results_table"] if r["family"] == "ensemble"}
-    single = {k: v for k, v in result["results"].items() if k not in ens_names}
-    ens = {k: v for k, v in result["results"].items() if k in ens_names}
-    for res_name, acc in sorted(result["results"].items(), key=lambda kv: -kv[1]):
+    accuracies = result.accuracies()
+    single = {r.name: accuracies[r.name] for r in result.results if r.family != "ensemble"}
+    ens = {r.name: accuracies[r.name] for r in result.results if r.family == "ensemble"}
+    for res_name, acc in sorted(accuracies.items(), key=lambda kv: -kv[1]):
         print(f"  {100 * acc:6.2f}%  {res_name}")
     figures["best_single"] = 100 * max(single.values())
     if ens:
         figures["best_ensemble"] = 100 * max(ens.values())
-    if result.get("champion"):
-        print(f"  champion: {result['champion'].get('configuration')} ({result['champion'].get('reason')})")
+    if result.champion:
+        print(f"  champion: {result.champion.configuration} ({result.champion.reason})")
     if "cold_min" in figures:
         figures["ratio"] = figures["cold_min"] / figures["warm_min"]
     return figures

@@ -68,7 +68,7 @@ def main() -> None:
             out.update(
                 esc10_cold_s=cold,
                 esc10_warm_s=warm,
-                esc10_recordings_per_s=data["n_recordings"] / cold,
+                esc10_recordings_per_s=data.n_recordings / cold,
                 esc10_audio_hours_per_s=hours / cold,
             )
             hours = _long_set(tmp / "long", n=args.long_recordings, minutes=args.long_minutes)
@@ -78,9 +78,9 @@ def main() -> None:
             out.update(
                 long_cold_s=cold,
                 long_warm_s=warm,
-                long_recordings_per_s=data["n_recordings"] / cold,
+                long_recordings_per_s=data.n_recordings / cold,
                 long_audio_hours_per_s=hours / cold,
-                long_segments=data["n_clips"],
+                long_segments=data.n_clips,
                 long_audio_hours=hours,
             )
     finally:

@@ -49,7 +49,7 @@ def main() -> None:
     with disable_run_logger():
         data = timed("ingest_cold_s", lambda: build(Path(args.source), dataset="esc10", sr=22050, out_dir=interim))
         timed("ingest_warm_s", lambda: build(Path(args.source), dataset="esc10", sr=22050, out_dir=interim))
-        man, clips = data["manifest"], data["clips"]
+        man, clips = data.manifest, data.clips
         paths = {}
         for kind in ("raw", "engineered"):
             paths[kind] = timed(

@@ -51,23 +51,23 @@ def main() -> None:
         sys.exit(f"bench/pools.py: {reason}")
     t_start = time.perf_counter()
     data = build(SHARED_ESC10, dataset="esc10", sr=SR, out_dir=stage_dir("interim"))
-    manifest = read_manifest(data["manifest"])
+    manifest = read_manifest(data.manifest)
     y, groups = manifest["class_id"].to_numpy(), manifest["group"].astype(str).to_numpy()
     n_classes = int(y.max()) + 1
     feats = stage_dir("features")
     opts = DEFAULT["feature_opts"]["birdnet"]
     assert opts == QUICK["feature_opts"]["birdnet"]
     t0 = time.perf_counter()
-    B = np.load(features_file(Path(data["clips"]), "birdnet", SR, opts, feats, manifest_path=data["manifest"]))
+    B = np.load(features_file(Path(data.clips), "birdnet", SR, opts, feats, manifest_path=data.manifest))
     embed_s = time.perf_counter() - t0
-    E = np.load(features_file(Path(data["clips"]), "engineered", SR, {}, feats))
+    E = np.load(features_file(Path(data.clips), "engineered", SR, {}, feats))
     t0 = time.perf_counter()
     copies = augment_file(
-        data["clips"],
+        data.clips,
         SR,
         AugmentParams(**DEFAULT["augmentation"]),
         0,
-        manifest_clip_keys(data["manifest"]),
+        manifest_clip_keys(data.manifest),
         stage_dir("interim"),
         n_jobs=2,
     )

@@ -62,7 +62,7 @@ def ingest(sr: int) -> tuple[Path, "np.ndarray", "np.ndarray", list, float]:
     """(clips path, labels, source groups, official splits, seconds) of ESC-10 decoded at sr."""
     t0 = time.perf_counter()
     data = build(SHARED_ESC10, dataset="esc10", sr=sr, out_dir=stage_dir("interim"))
-    clips_npy, manifest = data["clips"], read_manifest(data["manifest"])
+    clips_npy, manifest = data.clips, read_manifest(data.manifest)
     splits = make_splits(manifest, scheme="official")
     return (
         clips_npy,

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -207,16 +208,17 @@ def _save_state(d: Path, **kw) -> None:
     (d / "state.json").write_text(json.dumps({**_state(d), **kw}, indent=1))
 
 
-def _inputs(state: dict) -> dict:
-    """The fold functions' inputs, built as flows/case_study.py builds them."""
-    return {
-        "manifest": state["data"]["manifest"],
-        "splits": state["splits"],
-        "features": state["features"],
-        "aug_features": {},
-        "feature_opts": {"logmel": LOGMEL_OPTS},
-        "reuse": False,
-    }
+def _inputs(state: dict, kind: str):
+    """The fold functions' inputs (one representation), as flows/case_study.py builds them."""
+    from tasks.records import CVInputs
+
+    return CVInputs(
+        manifest=state["data"]["manifest"],
+        splits=state["splits"],
+        features={kind: state["features"][kind]},
+        feature_opts={"logmel": LOGMEL_OPTS},
+        reuse=False,
+    )
 
 
 def _stage_generate(d: Path, n: int) -> dict:
@@ -232,10 +234,9 @@ def _stage_ingest(d: Path, n: int) -> dict:
     data = build(d / "audio" / f"scale{n}", dataset="folders", sr=SR, window_s=WINDOW_S, hop_s=WINDOW_S,
                  out_dir=d / "data" / "interim", n_jobs=2)  # fmt: skip
     t0 = time.perf_counter()
-    splits = str(d / "data" / "interim" / f"splits-{data['digest']}-group_kfold-{K}-{SEED}.json")
-    split_task.fn(data["manifest"], "group_kfold", K, SEED, splits)
-    _save_state(d, data=data, splits=splits)
-    return {"n_clips": data["n_clips"], "n_recordings": data["n_recordings"], "split_s": time.perf_counter() - t0}
+    splits = split_task.fn(data, "group_kfold", K, SEED, str(d / "data" / "interim"))
+    _save_state(d, data=asdict(data), splits=splits)
+    return {"n_clips": data.n_clips, "n_recordings": data.n_recordings, "split_s": time.perf_counter() - t0}
 
 
 def _stage_features(d: Path, n: int, kind: str) -> dict:
@@ -249,12 +250,12 @@ def _stage_features(d: Path, n: int, kind: str) -> dict:
     return {"shape": list(shape), "gb": path.stat().st_size / 1e9}
 
 
-def _accuracy(spec: dict, inputs: dict, results_dir: Path, folds: list[int]) -> float:
+def _accuracy(config, inputs, results_dir: Path, folds: list[int]) -> float:
     from tasks.data.manifest import read_manifest
     from tasks.evaluation.train import assemble, config_dir
 
-    y = read_manifest(inputs["manifest"])["class_id"].to_numpy()
-    paths = [str(config_dir(spec, inputs, results_dir) / f"fold-{k}.npz") for k in folds]
+    y = read_manifest(inputs.manifest)["class_id"].to_numpy()
+    paths = [str(config_dir(config, inputs, results_dir) / f"fold-{k}.npz") for k in folds]
     proba, _, _ = assemble(paths, len(y), N_CLASSES, y)
     tested = ~np.isnan(proba).any(axis=1)
     return float((proba[tested].argmax(1) == y[tested]).mean())
@@ -267,7 +268,7 @@ def _stage_cv_classical(d: Path, n: int) -> dict:
     from tasks.evaluation.train import fit_fold, plan
 
     state = _needs(d, "data", "splits", "features")
-    inputs = {**_inputs(state), "features": {"engineered": state["features"]["engineered"]}}
+    inputs = _inputs(state, "engineered")
     specs = plan(CLASSICAL_MODELS, ["engineered"], [], seed=SEED, repeats={}, hyper={}, n_jobs=2)
     results_dir, out = d / "data" / "results", {"models": {}}
     for spec in specs:
@@ -275,10 +276,10 @@ def _stage_cv_classical(d: Path, n: int) -> dict:
         # one BLAS thread, as the flow's fold workers have (train.init_worker): two OpenBLAS threads on a busy
         # 2-core machine spin (logreg measured 50x slower)
         with threadpool_limits(limits=1, user_api="blas"):
-            for fold in range(n_folds(inputs["splits"])):
+            for fold in range(n_folds(inputs.splits)):
                 fit_fold(spec, inputs, fold, str(results_dir))
-        acc = _accuracy(spec, inputs, results_dir, list(range(n_folds(inputs["splits"]))))
-        out["models"][spec["model"]] = {"accuracy": acc, "seconds": time.perf_counter() - t0}
+        acc = _accuracy(spec, inputs, results_dir, list(range(n_folds(inputs.splits))))
+        out["models"][spec.model] = {"accuracy": acc, "seconds": time.perf_counter() - t0}
     best = max(out["models"], key=lambda m: out["models"][m]["accuracy"])
     return {**out, "best_model": best, "best_accuracy": out["models"][best]["accuracy"]}
 
@@ -289,16 +290,16 @@ def _stage_cnn(d: Path, n: int, hyper: dict) -> dict:
     from tasks.models.catalog import info
 
     state = _needs(d, "data", "splits", "features")
-    inputs = {**_inputs(state), "features": {"logmel": state["features"]["logmel"]}}
+    inputs = _inputs(state, "logmel")
     (spec,) = plan(["cnn2d_logmel"], ["logmel"], [], seed=SEED, repeats={}, hyper={"cnn2d_logmel": hyper}, n_jobs=1)
     fold = fit_fold(spec, inputs, 0, str(d / "data" / "results"))
-    n_train = len(load_splits(inputs["splits"])[0][0])
+    n_train = len(load_splits(inputs.splits)[0][0])
     epochs = int({**info("cnn2d_logmel").defaults, **hyper}["epochs"])
     return {
         "n_train": n_train,
         "epochs": epochs,
-        "fit_seconds": fold["fit_seconds"],
-        "samples_per_s": n_train * epochs / fold["fit_seconds"],
+        "fit_seconds": fold.fit_seconds,
+        "samples_per_s": n_train * epochs / fold.fit_seconds,
         "fold0_accuracy": _accuracy(spec, inputs, d / "data" / "results", [0]),
     }
 

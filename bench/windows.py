@@ -83,12 +83,12 @@ def main() -> int:
         for tag, window in (("5s", 5.0), ("auto", "auto")):
             t0 = time.perf_counter()
             data = build(root, group_pattern=r"^(spk\d+)_", sr=SR, window_s=window, out_dir=Path(tmp) / tag, n_jobs=2)
-            m = read_manifest(data["manifest"])
-            clips = np.load(data["clips"])
+            m = read_manifest(data.manifest)
+            clips = np.load(data.clips)
             X = compute("engineered", clips, SR, n_jobs=2)
             y, groups = m["class_id"].to_numpy(), m["group"].astype(str).to_numpy()
             splits = make_splits(m, scheme="group_kfold", k=args.k, seed=0)
-            out[f"window_s_{tag}"] = float(data["window_s"])
+            out[f"window_s_{tag}"] = float(data.window_s)
             out[f"padding_share_{tag}"] = float((clips == 0).mean())
             for name in ("logreg", "rbf_svm"):
                 out[f"{name}_accuracy_{tag}"] = 100 * cross_validate(name, X, y, splits, groups)

@@ -100,6 +100,10 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> RunSummary:  # no
         group_pattern=p.group_pattern,
         data_dir=data_dir,
         n_jobs=p.n_jobs,
+        label_column=p.label_column,
+        min_label_overlap=p.min_label_overlap,
+        background_ratio=p.background_ratio,
+        seed=p.seed,
     )
     if p.clips_per_class_fold:
         data = subset_task(data, p.clips_per_class_fold, interim)

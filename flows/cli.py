@@ -37,6 +37,10 @@ def inspect_dataset(params, *, audit: bool = False) -> str:
         min_duration_s=params.min_duration_s,
         out_dir=config.stage_dir("interim"),
         n_jobs=params.n_jobs,
+        label_column=params.label_column,
+        min_label_overlap=params.min_label_overlap,
+        background_ratio=params.background_ratio,
+        seed=params.seed,
     )
     summary = summarize(read_manifest(data.manifest), read_rejected(data.rejected), dataset_info(data))
     text = summary_markdown(summary)
@@ -117,7 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         "rejected files), without training",
     )
     insp.add_argument("source", help="dataset folder, CSV manifest or .zip")
-    for name in ("dataset", "group_pattern", "window_s", "hop_s", "min_duration_s", "sample_rate"):
+    for name in (
+        "dataset",
+        "group_pattern",
+        "window_s",
+        "hop_s",
+        "min_duration_s",
+        "sample_rate",
+        "label_column",
+        "min_label_overlap",
+        "background_ratio",
+        "seed",
+    ):
         field = CaseStudyParams.model_fields[name]
         insp.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=field.description)
     insp.add_argument(

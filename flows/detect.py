@@ -10,18 +10,25 @@ from typing import cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from flows.params import DetectParams
 from flows.runners import task_runner
 from tasks import config
 from tasks.detection import journal
-from tasks.detection.analysis import detect_events, summary_lines, write_tables
+from tasks.detection.analysis import detect_events, write_tables
 from tasks.detection.recordings import Planned, list_recordings, plan
 from tasks.evaluation.progress import WorkProgress
-from tasks.records import DetectModel, Scored
-from tasks.tracking.detect_runs import log_analysis, model_key, read_scores, resolve_model, score_task
+from tasks.records import DetectModel, DetectSummary, Scored
+from tasks.tracking.detect_runs import (
+    model_key,
+    read_levels,
+    read_scores,
+    report_analysis,
+    resolve_model,
+    score_task,
+)
 
 
 def out_dir(params: DetectParams, model: DetectModel) -> Path:
@@ -73,7 +80,7 @@ def _error(entry: Scored) -> str:
 
 
 @flow(name="detect", validate_parameters=True)
-def detect(params: DetectParams) -> dict:
+def detect(params: DetectParams) -> DetectSummary:
     """Recordings -> window scores (resumable, in parallel) -> events under per-class thresholds -> detections.csv,
     a Raven selection table and an Audacity label file per recording -> one MLflow run and a summary."""
     log, started = get_run_logger(), time.monotonic()
@@ -98,6 +105,7 @@ def detect(params: DetectParams) -> dict:
     events = detect_events(
         read_scores(entries),
         thresholds,
+        levels=read_levels(entries),
         ignore=(*model.background, *params.background_classes),
         merge_gap_s=params.merge_gap_s,
         score=params.event_score,
@@ -105,39 +113,18 @@ def detect(params: DetectParams) -> dict:
     )
     ok = [e.file for e in entries if e.status == "ok"]
     tables = write_tables(events, ok, out, roots=params.paths, high_freq_hz=model.sample_rate / 2)
-    seconds = time.monotonic() - started
-    run_id = log_analysis(
+    return report_analysis(
         params.experiment,
         model=model,
         params=params.model_dump(exclude={"paths"}),
         thresholds=thresholds,
         entries=entries,
+        n_scored=len(scored),
         events=events,
         tables=tables,
         out_dir=str(out),
-        seconds=seconds,
+        started=started,
     )
-    hours = sum(e.duration_s for e in entries if e.status == "ok") / 3600
-    lines = [*summary_lines(events, n_files=len(entries), hours=hours), f"tables: {out}"]
-    failed = [e for e in entries if e.status != "ok"]
-    if failed:
-        lines.append(f"{len(failed)} recording(s) failed: " + "; ".join(f"{e.file}: {e.error}" for e in failed[:5]))
-    for line in lines:
-        log.info("detect: %s", line)
-    create_markdown_artifact(markdown="\n\n".join(lines), key="detect-summary", description="soundflow detect")
-    return {
-        "out": str(out),
-        "detections": str(tables["detections"]),
-        "n_files": len(entries),
-        "n_scored": len(scored),
-        "n_skipped": len(finished),
-        "n_failed": len(failed),
-        "n_detections": len(events),
-        "audio_hours": hours,
-        "run_id": run_id,
-        "model_uri": model.uri,
-        "summary": lines,
-    }
 
 
 def _thresholds(model: DetectModel, params: DetectParams, log) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 
 def add_detect_commands(sub) -> None:
@@ -63,14 +64,14 @@ def run_detect_command(args: argparse.Namespace) -> int:
         print(f"soundflow {args.command}: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(asdict(result), indent=2, default=str))
     else:
-        print("\n" + "\n".join(result["summary"]))
-    return 1 if result["n_failed"] and result["n_failed"] == result["n_files"] else 0
+        print("\n" + "\n".join(result.lines))
+    return 1 if result.n_failed and result.n_failed == result.n_files else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tasks.detection.tables import read_events_csv, read_reference
+    from tasks.data.annotations import read_events_csv, read_reference
     from tasks.tracking.detect_runs import evaluate_detections
 
     figures = evaluate_detections(

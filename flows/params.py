@@ -19,13 +19,31 @@ class CaseStudyParams(BaseModel):
     source: str | None = Field(
         None, description="dataset folder, CSV manifest, .zip or URL; default: download ESC-50 and keep ESC-10"
     )
-    dataset: Literal["auto", "esc10", "esc50", "urbansound8k", "folders", "csv"] = Field(
+    dataset: Literal["auto", "esc10", "esc50", "urbansound8k", "annotations", "folders", "csv"] = Field(
         "auto",
         description="layout to read: auto detects it (esc10 with no source); esc10 on an ESC-50 folder takes its ESC-10 subset",
     )
     group_pattern: str | None = Field(
         None,
-        description="folders layout: regex whose first capture group, matched against the file name, is the group (speaker, source recording)",
+        description="folders and annotations layouts: regex whose first capture group, matched against the file name, is the group (speaker, source recording, site)",
+    )
+    label_column: str | None = Field(
+        None,
+        description="annotations layout: the Raven selection tables' label column (default: the first of "
+        "Annotation, Species, Label, Class)",
+    )
+    min_label_overlap: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="annotations layout: a window takes a class when its events cover at least this share of the "
+        "window (or of an event shorter than the window); windows touched by less are dropped",
+    )
+    background_ratio: float = Field(
+        1.0,
+        ge=0,
+        description="annotations layout: windows no event touches are kept as class 'background', at most this "
+        "many times the labelled windows (drawn with the seed; rejected detections' windows are always kept)",
     )
     window_s: Annotated[float, Field(gt=0, le=600)] | Literal["auto"] = Field(
         "auto",

@@ -308,3 +308,21 @@ class Scored:
     @property
     def key(self) -> tuple[str, str]:
         return self.sha256, self.model_key
+
+
+@dataclass(frozen=True)
+class DetectSummary:
+    """What a detection run did: the CLI prints its lines, `--json` all of it."""
+
+    out: str  # the output folder (tables, scores, journal)
+    detections: str  # detections.csv
+    model_uri: str
+    n_files: int
+    n_scored: int  # analysed by this run
+    n_skipped: int  # already in the journal
+    n_failed: int
+    n_detections: int
+    audio_hours: float
+    seconds: float
+    run_id: str  # the MLflow run of the analysis
+    lines: tuple[str, ...] = ()  # detections per class, busiest recordings, where the tables are, failures

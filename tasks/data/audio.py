@@ -12,6 +12,7 @@ import soxr
 
 from tasks.errors import AudioDecodeError
 
+AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac", ".mp3", ".aiff", ".aif")
 # Peak below 1e-6 of full scale (-120 dBFS, under one 16-bit step of 3e-5) counts as
 # digital silence: only files with no signal at all are rejected, quiet ones are kept.
 SILENCE_PEAK = 1e-6

@@ -42,10 +42,27 @@ def build(
     min_duration_s: float = 0.0,
     out_dir: Path,
     n_jobs: int = 2,
+    label_column: str | None = None,
+    min_label_overlap: float = 0.5,
+    background_ratio: float = 1.0,
+    seed: int = 0,
 ) -> Dataset:
-    """Scan, hash, decode and window a dataset under out_dir (reused when nothing changed); paths and counts."""
+    """Scan, hash, decode and window a dataset under out_dir (reused when nothing changed); paths and counts.
+
+    A layout that cuts its own windows (annotations: label_column, min_label_overlap, background_ratio and seed
+    choose them) lists each as a region of its window_s: that region becomes exactly one segment."""
     log = run_logger(__name__)
-    listing = scan(root, dataset=dataset, group_pattern=group_pattern)
+    listing = scan(
+        root,
+        dataset=dataset,
+        group_pattern=group_pattern,
+        window_s=window_s,
+        hop_s=hop_s,
+        label_column=label_column,
+        min_label_overlap=min_label_overlap,
+        background_ratio=background_ratio,
+        seed=seed,
+    )
     recs = _with_ids(listing)
     log.info(
         "dataset: found the %s layout at %s (%s): %d classes, %d recordings",
@@ -56,8 +73,12 @@ def build(
         len(recs),
     )
     present = recs[[Path(p).is_file() for p in recs["path"]]]
-    hashes = {p: file_sha256(p) for p in present["path"]}
-    if window_s == "auto":
+    hashes = {p: file_sha256(p) for p in present["path"].unique()}  # once per file, not per region
+    own_windows = listing.window_s is not None
+    if own_windows:
+        window_s, hop_s = float(listing.window_s or 0), listing.hop_s
+        log.info("ingest: %s windows of %g s every %g s (%s)", listing.layout, window_s, hop_s, listing.window_reason)
+    elif window_s == "auto":
         window_s, why = auto_window_s(_durations(present, hashes, Path(out_dir)))
         log.info("ingest: --window-s auto: %g s (%s)", window_s, why)
     window_s = float(window_s)
@@ -81,6 +102,7 @@ def build(
         float(hop_s),
         float(min_duration_s),
         _CACHE_VERSION,
+        *([listing.counts] if listing.counts else []),  # what dataset.json says of annotations (dropped windows)
     )
     out_dir = Path(out_dir)
     paths = {
@@ -117,6 +139,7 @@ def build(
             n_jobs=n_jobs,
             where=listing.base,
             rejected_csv=paths["rejected"],
+            one_per_region=own_windows,
         )
         write_rejected(paths["rejected"], rejected)
         save_json(
@@ -131,6 +154,7 @@ def build(
                 "window_s": window_s,
                 "hop_s": hop_s,
                 "min_duration_s": min_duration_s,
+                **({"annotations": listing.counts} if listing.counts else {}),
             },
         )
         write_manifest(paths["manifest"], segments)  # last: its presence marks a complete build
@@ -225,15 +249,23 @@ def _decode_to(
     n_jobs: int,
     where: Path,
     rejected_csv: Path,
+    one_per_region: bool = False,
 ) -> pd.DataFrame:
-    """Decode recordings in parallel, streaming their windows to a scratch file; the segment rows."""
+    """Decode recordings in parallel, streaming their windows to a scratch file; the segment rows.
+
+    one_per_region: each row is a region one window long (a layout's own windows): cut it as exactly one segment
+    (hop = window, whatever the listing's hop), and keep a quiet one (a silent gap of a readable recording)."""
     log = run_logger(__name__)
     window, hop = round(sr * window_s), max(1, round(sr * hop_s))
+    if one_per_region:
+        hop = window
     rows: list[dict] = []
     clips_npy.parent.mkdir(parents=True, exist_ok=True)
     fd, scratch = tempfile.mkstemp(dir=clips_npy.parent, prefix=f".{clips_npy.stem}.", suffix=".raw")
     records = recs.to_dict("records")
-    job = partial(_segments, sr=sr, window=window, hop=hop, min_samples=round(sr * min_duration_s))
+    job = partial(
+        _segments, sr=sr, window=window, hop=hop, min_samples=round(sr * min_duration_s), allow_silent=one_per_region
+    )
     try:
         with os.fdopen(fd, "wb") as raw:
             results = _map(job, [(r["path"], r["start_s"], r["end_s"]) for r in records], n_jobs=n_jobs)
@@ -260,11 +292,19 @@ def _decode_to(
 
 
 def _segments(
-    path: str, start_s: float, end_s: float, *, sr: int, window: int, hop: int, min_samples: int
+    path: str,
+    start_s: float,
+    end_s: float,
+    *,
+    sr: int,
+    window: int,
+    hop: int,
+    min_samples: int,
+    allow_silent: bool = False,
 ) -> tuple[np.ndarray | None, list[int] | None, dict | None, str | None]:
     """(windows, start samples, probe info, None) for one recording, or (None, None, None, reason)."""
     try:
-        y, info = decode_region(path, sr=sr, start_s=start_s, end_s=end_s)
+        y, info = decode_region(path, sr=sr, start_s=start_s, end_s=end_s, allow_silent=allow_silent)
     except AudioDecodeError as exc:
         return None, None, None, exc.reason
     if len(y) < min_samples:
@@ -356,9 +396,13 @@ def ingest(
     group_pattern: str | None,
     data_dir: str,
     n_jobs: int,
+    label_column: str | None = None,
+    min_label_overlap: float = 0.5,
+    background_ratio: float = 1.0,
+    seed: int = 0,
 ) -> Dataset:
     """Build (or reuse) the manifest and segment array under data_dir/interim; their paths, counts and the window
-    used (window_s "auto": from the recordings' durations)."""
+    used (window_s "auto": from the recordings' durations, or the annotated events' for annotated recordings)."""
     return build(
         dataset_root,
         dataset=dataset,
@@ -369,4 +413,8 @@ def ingest(
         min_duration_s=min_duration_s,
         out_dir=Path(data_dir) / "interim",
         n_jobs=n_jobs,
+        label_column=label_column,
+        min_label_overlap=min_label_overlap,
+        background_ratio=background_ratio,
+        seed=seed,
     )

@@ -11,36 +11,41 @@ _DURATION_BINS_S = [0, 1, 2, 5, 10, 30, 60, 300, np.inf]
 
 
 def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> dict:
-    """Plain numbers and small tables describing a manifest (one row per segment)."""
+    """Plain numbers and small tables describing a manifest (one row per segment). Recordings are audio files: the
+    regions of one file (CSV regions, the windows of an annotated recording) count once."""
     recs = manifest.drop_duplicates("recording_id")
+    files = manifest.drop_duplicates("path")
     names = class_names(manifest)
     per_class = pd.DataFrame(
         {
             "class": names,
-            "recordings": recs.groupby("class_id").size().reindex(range(len(names)), fill_value=0).to_numpy(),
+            "recordings": manifest.groupby("class_id")["path"]
+            .nunique()
+            .reindex(range(len(names)), fill_value=0)
+            .to_numpy(),
             "segments": manifest.groupby("class_id").size().reindex(range(len(names)), fill_value=0).to_numpy(),
         }
     )
     folds = None
     if has_folds(manifest):
         folds = pd.crosstab(recs["label"], recs["fold"]).reindex(names)
-    group_sizes = recs.groupby("group").size()
-    durations = pd.cut(recs["recording_duration_s"], _DURATION_BINS_S, right=False).value_counts(sort=False)
-    windows = manifest.groupby("recording_id").size()
+    group_sizes = files.groupby("group").size()
+    durations = pd.cut(files["recording_duration_s"], _DURATION_BINS_S, right=False).value_counts(sort=False)
+    windows = manifest.groupby("path").size()
     return {
         "layout": info.get("layout", "?"),
         "name": info.get("name", "?"),
         "base": info.get("base", "?"),
         "n_classes": len(names),
-        "n_recordings": len(recs),
+        "n_recordings": len(files),
         "n_segments": len(manifest),
         "per_class": per_class,
         "folds": folds,
         "n_groups": int(group_sizes.size),
         "largest_group": (str(group_sizes.idxmax()), int(group_sizes.max())),
         "durations": {str(k): int(v) for k, v in durations.items() if v},
-        "sample_rates": {int(k): int(v) for k, v in recs["sample_rate"].value_counts().sort_index().items()},
-        "channels": {int(k): int(v) for k, v in recs["channels"].value_counts().sort_index().items()},
+        "sample_rates": {int(k): int(v) for k, v in files["sample_rate"].value_counts().sort_index().items()},
+        "channels": {int(k): int(v) for k, v in files["channels"].value_counts().sort_index().items()},
         "windows_per_recording": {
             "min": int(windows.min()),
             "median": float(windows.median()),
@@ -50,6 +55,7 @@ def summarize(manifest: pd.DataFrame, rejected: pd.DataFrame, info: dict) -> dic
         "hop_s": info.get("hop_s"),
         "rejected": rejected,
         "notes": list(info.get("notes", [])),
+        "annotations": info.get("annotations"),
         "split": "the dataset's own folds" if folds is not None else "StratifiedGroupKFold over groups",
     }
 
@@ -73,6 +79,8 @@ def summary_markdown(s: dict) -> str:
     out += [f"> **Note:** {n}" for n in s["notes"]] + ([""] if s["notes"] else [])
     out += ["## Classes", "", "| class | recordings | segments |", "|---|---|---|"]
     out += [f"| {r['class']} | {r['recordings']} | {r['segments']} |" for r in s["per_class"].to_dict("records")]
+    if s.get("annotations"):
+        out += ["", *_annotations_markdown(s["annotations"])]
     if s["folds"] is not None:
         folds = s["folds"]
         out += [
@@ -97,3 +105,28 @@ def summary_markdown(s: dict) -> str:
     else:
         out.append("None.")
     return "\n".join(out) + "\n"
+
+
+def _annotations_markdown(counts: dict) -> list[str]:
+    """Events and windows per class of annotated recordings, background kept, windows dropped and why."""
+    bg, dropped = counts["background"], counts["dropped"]
+    out = [
+        f"## Annotations ({counts['recordings']} recordings)",
+        "",
+        "| class | events | unreviewed rows | windows | dropped: under threshold | several classes | unreviewed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {c} | {v['events']} | {v['unreviewed_rows']} | {v['windows']} | {v['under threshold']} | "
+        f"{v['several classes']} | {v['unreviewed']} |"
+        for c, v in counts["per_class"].items()
+    ]
+    out += [
+        "",
+        f"Background windows: {bg['kept']} of {bg['total']} kept (--background-ratio {bg['ratio']:g}), plus "
+        f"{bg['negative']} from {counts['negative_rows']} rejected detections (always kept). Dropped windows: "
+        f"{sum(dropped.values())} ("
+        + ", ".join(f"{r} {dropped[r]}" for r in ("under threshold", "several classes", "unreviewed") if r in dropped)
+        + ").",
+    ]
+    return out

@@ -8,8 +8,10 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
+from tasks.detection.activity import trim_to_activity
 from tasks.detection.events import empty_events, merge_events, window_detections
 from tasks.detection.tables import RAVEN_SUFFIX, write_audacity, write_detections_csv, write_raven
 
@@ -24,17 +26,22 @@ def detect_events(
     merge_gap_s: float = 0.0,
     score: Literal["mean", "max"] = "max",
     min_snr_db: float | None = None,
+    levels: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Events (file, start_s, end_s, label, score): windows whose class score reaches its threshold, merged per
     file and class across overlaps and gaps up to merge_gap_s; windows no louder than min_snr_db above their
-    recording's background (the `snr_db` column) and background classes (`ignore`) detect nothing."""
+    recording's background and background classes (`ignore`) detect nothing. With the recordings' frame `levels`
+    each event is trimmed to its frames min_snr_db above the background (tasks/detection/activity.py)."""
     if scores.empty:
         return empty_events()
     if min_snr_db is not None and {"peak_db", "floor_db"} <= set(scores.columns):
         scores = scores[snr_db(scores) >= min_snr_db]
     if "error" in scores.columns:
         scores = scores[scores["error"].fillna("") == ""].drop(columns="error")
-    return merge_events(window_detections(scores, thresholds, ignore=ignore), merge_gap_s=merge_gap_s, score=score)
+    events = merge_events(window_detections(scores, thresholds, ignore=ignore), merge_gap_s=merge_gap_s, score=score)
+    if levels and min_snr_db is not None:
+        events = trim_to_activity(events, dict(levels), min_snr_db=min_snr_db)
+    return events
 
 
 def snr_db(scores: pd.DataFrame) -> pd.Series:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def read(path: str | os.PathLike) -> dict[tuple[str, str], Scored]:
     return entries
 
 
-def done(entries: dict[tuple[str, str], Scored], sha256: str, model_key: str) -> Scored | None:
+def done(entries: Mapping[tuple[str, str], Scored], sha256: str, model_key: str) -> Scored | None:
     """The finished analysis of this content by this model, if its scores are still on disk."""
     entry = entries.get((sha256, model_key))
     if entry is None or entry.status != "ok" or not Path(entry.scores).is_file():

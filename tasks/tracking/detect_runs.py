@@ -9,15 +9,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import atomic_path, digest
+from tasks.cache import atomic_path, digest, save_npy
 from tasks.config import tracking_uri
+from tasks.detection.activity import frame_levels
+from tasks.detection.analysis import summary_lines
 from tasks.errors import SoundflowError
-from tasks.records import DetectModel, Scored
+from tasks.logs import run_logger
+from tasks.records import DetectModel, DetectSummary, Scored
 from tasks.runtime import limit_threads
 from tasks.tracking import runs as tracking
 from tasks.tracking.registry import ALIAS, default_model_name, is_background
@@ -82,6 +87,7 @@ def score_recording(file: str, sha256: str, model: DetectModel, *, hop_s: float,
         )
     path = Path(scores_dir) / f"{sha256[:16]}-{key}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
+    save_npy(levels_path(path), frame_levels(file))  # first: the scores file marks a finished analysis
     with atomic_path(path) as tmp:
         scores.to_parquet(tmp, index=False)
     return Scored(
@@ -103,26 +109,41 @@ def score_task(file: str, sha256: str, model: DetectModel, hop_s: float, scores_
     return score_recording(file, sha256, model, hop_s=hop_s, scores_dir=scores_dir)
 
 
+def levels_path(scores: str | os.PathLike) -> Path:
+    """Where a recording's frame levels (tasks/detection/activity.py) lie beside its window scores."""
+    return Path(scores).with_suffix(".levels.npy")
+
+
+def read_levels(entries: Sequence[Scored]) -> dict[str, np.ndarray]:
+    """Each analysed recording's frame levels, by the file as given this time."""
+    return {
+        e.file: np.load(levels_path(e.scores)) for e in entries if e.status == "ok" and levels_path(e.scores).is_file()
+    }
+
+
 def read_scores(entries: Sequence[Scored]) -> pd.DataFrame:
     """The window scores of the recordings analysed, in their order, `file` as each was given this time."""
     frames = [pd.read_parquet(e.scores).assign(file=e.file) for e in entries if e.status == "ok"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def log_analysis(
+def report_analysis(
     experiment: str,
     *,
     model: DetectModel,
     params: dict,
     thresholds: dict[str, float],
     entries: Sequence[Scored],
+    n_scored: int,
     events: pd.DataFrame,
     tables: dict[str, Path],
     out_dir: str,
-    seconds: float,
-) -> str:
-    """The analysis as one MLflow run: model name, version and URI, thresholds, files, hours, detections per class,
-    the real-time factor; detections.csv, the thresholds and the journal as artifacts."""
+    started: float,
+) -> DetectSummary:
+    """The analysis as one MLflow run (model name, version and URI, thresholds, files, hours, detections per class,
+    the real-time factor; detections.csv and the thresholds as artifacts), its summary in the log and as a
+    Prefect artifact (detections per class, busiest recordings, where the tables are, what failed)."""
+    seconds = time.monotonic() - started
     ok = [e for e in entries if e.status == "ok"]
     hours = sum(e.duration_s for e in ok) / 3600
     tags = {"soundflow.kind": "detect", "soundflow.model": f"{model.name}/{model.version}"}
@@ -132,6 +153,7 @@ def log_analysis(
         metrics = {
             "n_files": len(entries),
             "n_failed": len(entries) - len(ok),
+            "n_scored": n_scored,  # analysed by this run (the others were in the journal)
             "audio_hours": hours,
             "n_detections": len(events),
             "seconds": seconds,
@@ -142,11 +164,33 @@ def log_analysis(
         tracking.log_metrics(run_id, metrics)
         tracking.log_file(run_id, tables["detections"], "detections")
         tracking.log_text(run_id, json.dumps(thresholds, indent=1, ensure_ascii=False), "thresholds.json")
-        failed = [{"file": e.file, "error": e.error} for e in entries if e.status != "ok"]
+        failed = [e for e in entries if e.status != "ok"]
         if failed:
-            tracking.log_frame(run_id, pd.DataFrame(failed), "failed.csv")
+            tracking.log_frame(
+                run_id, pd.DataFrame([(e.file, e.error) for e in failed], columns=["file", "error"]), "failed.csv"
+            )
         tracking.client().set_tag(run_id, "soundflow.detect_out", os.path.abspath(out_dir))
-    return run_id
+    lines = [*summary_lines(events, n_files=len(entries), hours=hours), f"tables: {out_dir}"]
+    if failed:
+        lines.append(f"{len(failed)} recording(s) failed: " + "; ".join(f"{e.file}: {e.error}" for e in failed[:5]))
+    log = run_logger(__name__)
+    for line in lines:
+        log.info("detect: %s", line)
+    create_markdown_artifact(markdown="\n\n".join(lines), key="detect-summary", description="soundflow detect")
+    return DetectSummary(
+        out=out_dir,
+        detections=str(tables["detections"]),
+        model_uri=model.uri,
+        n_files=len(entries),
+        n_scored=n_scored,
+        n_skipped=len(entries) - n_scored,
+        n_failed=len(failed),
+        n_detections=len(events),
+        audio_hours=hours,
+        seconds=seconds,
+        run_id=run_id,
+        lines=tuple(lines),
+    )
 
 
 def _metric_name(label: str) -> str:
@@ -170,14 +214,13 @@ def evaluate_detections(
     from tasks.detection.metrics import event_metrics, segment_metrics
 
     est, ref = detections.copy(), reference.copy()
+    if "kind" in ref.columns:  # a reviewed table as the reference: its confirmed events only
+        ref = ref[ref["kind"] == "event"]
     est["file"], ref["file"] = est["file"].map(_stem), ref["file"].map(_stem)
     est = est[est["file"].isin(set(ref["file"]))] if len(ref) else est
-    figures = {
-        "segment": segment_metrics(ref, est, resolution_s=resolution_s),
-        "event": event_metrics(ref, est, t_collar_s=collar_s),
-        "n_reference": len(ref),
-        "n_detections": len(est),
-    }
+    segment = segment_metrics(ref, est, resolution_s=resolution_s)
+    event = event_metrics(ref, est, t_collar_s=collar_s)
+    figures: dict = {"segment": segment, "event": event, "n_reference": len(ref), "n_detections": len(est)}
     if log_to_mlflow:
         exp = tracking.ensure_experiment(experiment)
         tags = {"soundflow.kind": "evaluate-detections"}
@@ -186,8 +229,8 @@ def evaluate_detections(
                 run_id,
                 {
                     f"{kind}_{k}": float(v)
-                    for kind in ("segment", "event")
-                    for k, v in figures[kind].items()
+                    for kind, values in (("segment", segment), ("event", event))
+                    for k, v in values.items()
                     if isinstance(v, (int, float))
                 },
             )

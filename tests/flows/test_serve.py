@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.params import CaseStudyParams, preset
+from flows.params import CaseStudyParams, DetectParams, preset
 from tasks.config import ROOT, SHARED_ESC10
 
 
@@ -40,7 +40,7 @@ def test_prefect_yaml_defines_the_same_flow_for_a_work_pool():
     from prefect.flows import load_flow_from_entrypoint
 
     cfg = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    [dep] = cfg["deployments"]
+    dep, detect = cfg["deployments"]
     assert load_flow_from_entrypoint(str(ROOT / dep["entrypoint"])).name == "case-study"
     assert dep["entrypoint"] == "flows/case_study.py:case_study"
     [sched] = dep["schedules"]
@@ -48,6 +48,9 @@ def test_prefect_yaml_defines_the_same_flow_for_a_work_pool():
     params = CaseStudyParams(**dep["parameters"]["params"])
     assert params.register_champion and params.preset == "default"
     assert dep["work_pool"]["name"] == "soundflow"
+    # the scheduled detection: its parameters validate, and its schedule waits until the user names the folder
+    assert load_flow_from_entrypoint(str(ROOT / detect["entrypoint"])).name == "detect"
+    assert DetectParams(**detect["parameters"]["params"]).recursive and not detect["schedules"][0]["active"]
 
 
 def _printed_params(capsys, argv: list[str]) -> CaseStudyParams:
@@ -61,7 +64,7 @@ def test_prefect_yaml_deployment_resolves_to_the_default_preset(capsys):
     """The nightly deployment's parameters, validated as the flow run validates them, are the CLI's default run."""
     from prefect.flows import load_flow_from_entrypoint
 
-    [dep] = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    dep = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
     resolved = flow.validate_parameters(dep["parameters"])["params"]
     assert resolved == _printed_params(capsys, ["run", "--preset", "default", "--print-params"])

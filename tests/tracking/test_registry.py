@@ -168,7 +168,18 @@ def test_register_task_refits_logs_and_registers(tiny, champion):
     parent_exp = experiment("test-register-task", tiny["dir"])
     parent = tracking.start_run(parent_exp, name="case-study")
     config = Config("gaussian_nb", "engineered", "classical")
-    best = ConfigResult(config, "", "", cv_accuracy_mean=0.55, cv_accuracy_sem=0.0, macro_f1_mean=0.5)
+    from sklearn.naive_bayes import GaussianNB
+
+    from tasks.data.split import load_splits
+
+    y = np.array([tiny["classes"].index(label) for label in pd.read_csv(tiny["manifest"])["label"]])
+    oof = np.full((len(y), len(tiny["classes"])), np.nan)  # the out-of-fold scores its thresholds come from
+    for train, test in load_splits(tiny["splits"]):
+        oof[test] = GaussianNB().fit(tiny["X"][train], y[train]).predict_proba(tiny["X"][test])
+    np.save(tiny["dir"] / "oof.npy", oof)
+    best = ConfigResult(
+        config, "", str(tiny["dir"] / "oof.npy"), cv_accuracy_mean=0.55, cv_accuracy_sem=0.0, macro_f1_mean=0.5
+    )
     data = Dataset(
         name="folders",
         layout="folders",
@@ -189,6 +200,10 @@ def test_register_task_refits_logs_and_registers(tiny, champion):
     run = tracking.client().get_run(out.run_id)
     assert run.info.run_name == "champion-refit" and run.data.tags["mlflow.parentRunId"] == parent
     assert run.info.status == "FINISHED" and run.data.params["model"] == "gaussian_nb"
+    thresholds = serving.load_model(out.uri).unwrap_python_model().config["thresholds"]
+    assert set(thresholds) == set(tiny["classes"]) and all(
+        t in set(oof.ravel()) | {np.inf} for t in thresholds.values()
+    )
     again = registry.register_task.fn(best, _inputs(tiny), data, **where)  # nothing changed: no refit
     assert not again.alias_moved and again.version == out.version and again.run_id is None
     assert again.reason.startswith("unchanged")

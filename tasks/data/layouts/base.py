@@ -7,16 +7,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.data.audio import AUDIO_EXTENSIONS
 from tasks.errors import DatasetError
 
-AUDIO_EXTENSIONS = (".wav", ".ogg", ".flac", ".mp3", ".aiff", ".aif")
 # recordings table: one row per recording (a file, or a region of one); start_s/end_s NaN = the whole file
 RECORDING_COLUMNS = ["path", "label", "fold", "group", "source_class_id", "start_s", "end_s"]
 
 
 @dataclass
 class Listing:
-    """A scanned dataset: where it is, its layout and name, class names in id order, its recordings, notes."""
+    """A scanned dataset: where it is, its layout and name, class names in id order, its recordings, notes.
+
+    A layout that cuts its own windows (annotations: regions of window_s every hop_s) sets window_s and hop_s,
+    why it chose that window, and `counts` (a small JSON-able summary kept in dataset.json)."""
 
     base: Path
     layout: str
@@ -24,6 +27,10 @@ class Listing:
     classes: list[str]
     recordings: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    window_s: float | None = None
+    hop_s: float | None = None
+    window_reason: str = ""
+    counts: dict = field(default_factory=dict)
 
 
 def listing(base: Path, layout: str, name: str, classes: list[str], rows: list[dict], notes=None) -> Listing:

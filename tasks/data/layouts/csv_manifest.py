@@ -23,7 +23,12 @@ def scan(csv: Path) -> Listing:
     meta = read_table(csv, {"path", "label"})
     unknown = sorted(set(meta.columns) - {"path", "label", *OPTIONAL})
     if unknown:
-        raise DatasetError(f"{csv}: unknown columns {unknown}; allowed: path, label, {', '.join(OPTIONAL)}")
+        hint = (
+            "; onset/offset columns make it an events table: use --dataset annotations (or auto)"
+            if {"onset", "offset"} & set(unknown)
+            else ""
+        )
+        raise DatasetError(f"{csv}: unknown columns {unknown}; allowed: path, label, {', '.join(OPTIONAL)}{hint}")
     rows = []
     for i, rec in enumerate(meta.to_dict("records"), start=1):
         where = f"{csv} row {i}"
