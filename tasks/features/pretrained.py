@@ -7,10 +7,12 @@ CC BY-NC-SA 4.0: non-commercial use only; see LICENSE, which runs that use them 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ _EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
 
 _lock = threading.Lock()  # one interpreter per process; invoke() is not thread-safe
 _cached: tuple | None = None  # (interpreter, input index, embedding index)
+RECENT = 64  # embeddings kept by content (call with _lock held): ~0.25 MB
+_recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
 
 def license_tags(kinds) -> dict[str, str]:
@@ -95,11 +99,25 @@ def birdnet_embedding(
     with _lock:
         interpreter, inp, emb = _interpreter()
         for i, frame in enumerate(frames):
+            key = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
+            if (hit := _recent.get(key)) is not None:  # the same 3 s of audio in an overlapping window
+                _recent.move_to_end(key)
+                out[i] = hit
+                continue
             interpreter.set_tensor(inp, np.ascontiguousarray(frame[None]))
             interpreter.invoke()
-            out[i] = interpreter.get_tensor(emb)[0]
+            out[i] = _remember(key, interpreter.get_tensor(emb)[0])
     mean = out.mean(axis=0, dtype=np.float64).astype(np.float32)
     return mean if pooling == "mean" else np.concatenate([mean, out.std(axis=0, dtype=np.float64).astype(np.float32)])
+
+
+def _remember(key: bytes, embedding: np.ndarray) -> np.ndarray:
+    """Keep the last RECENT embeddings by their window's content: a timeline of overlapping windows (detect) embeds
+    each 3 s of audio once instead of once per window that holds it (the same samples give the same embedding)."""
+    _recent[key] = embedding.copy()
+    if len(_recent) > RECENT:
+        _recent.popitem(last=False)
+    return _recent[key]
 
 
 def _windows(y: np.ndarray, width: int, hop: int) -> np.ndarray:

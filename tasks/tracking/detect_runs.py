@@ -76,7 +76,7 @@ def _model(uri: str):
 def score_recording(file: str, sha256: str, model: DetectModel, *, hop_s: float, scores_dir: str) -> Scored:
     """One recording's window scores written to <scores_dir>/<content>-<model key>.parquet; a recording that
     cannot be read gives an error entry (the analysis goes on with the others)."""
-    from tasks.tracking.pyfunc import score_windows
+    from tasks.tracking.timeline import score_windows
 
     key, t0 = model_key(model, hop_s), time.perf_counter()
     try:

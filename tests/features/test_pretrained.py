@@ -121,6 +121,24 @@ def test_embedding_is_deterministic_and_resampled_from_any_rate():
 
 
 @needs_model
+def test_overlapping_windows_embed_each_stretch_of_audio_once(monkeypatch):
+    """Two 5-s windows 1 s apart cut from one recording share 3-s stretches (windows every 0.5 s): the second
+    embeds only its new ones, and gives exactly what it gives alone."""
+    y = np.concatenate([_noise_bursts(1, duration_s=3.0), _tone(700, duration_s=3.0)])  # 6 s at 48 kHz
+    a, b = y[: 5 * SR], y[SR : 6 * SR]
+    alone = P.birdnet_embedding(b, SR, hop_s=0.5, pooling="mean_std")
+    P._recent.clear()
+    calls = []
+    real = P._remember
+    monkeypatch.setattr(P, "_remember", lambda key, emb: calls.append(key) or real(key, emb))
+    P.birdnet_embedding(a, SR, hop_s=0.5, pooling="mean_std")
+    assert len(calls) == 5  # starts 0, 0.5, 1, 1.5, 2 s
+    second = P.birdnet_embedding(b, SR, hop_s=0.5, pooling="mean_std")
+    assert len(calls) == 5 + 2  # b's starts 1..3 s: only 2.5 and 3 s are new
+    np.testing.assert_array_equal(second, alone)
+
+
+@needs_model
 def test_tones_and_noise_bursts_fall_apart():
     tones = [P.birdnet_embedding(_tone(f), SR) for f in (440, 470)]
     bursts = [P.birdnet_embedding(_noise_bursts(seed), SR) for seed in (0, 1)]

@@ -16,7 +16,8 @@ from tasks.features.representations import compute
 from tasks.models.classical import make_classical
 from tasks.tracking import pyfunc as serving
 from tasks.tracking import runs as tracking
-from tasks.tracking.pyfunc import AudioClassifier, score_windows
+from tasks.tracking.pyfunc import AudioClassifier
+from tasks.tracking.timeline import score_windows
 
 SR = 16000
 CLASSES = ["220", "3 kHz", "ruído"]  # a digit name, a space, non-ASCII: the windows output names columns by them
