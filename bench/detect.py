@@ -165,7 +165,7 @@ def detect(work: Path, folder: Path, model: str, extra: list[str]) -> tuple[pd.D
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"detect failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout[proc.stdout.index("\n{") :])
+    result = json.loads(proc.stdout[0 if proc.stdout.startswith("{") else proc.stdout.index("\n{") :])
     return pd.read_csv(out / "detections.csv"), wall, result
 
 

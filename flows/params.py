@@ -321,7 +321,7 @@ class DetectParams(BaseModel):
     )
     event_score: Literal["max", "mean"] = Field("max", description="an event's score: its windows' maximum or mean")
     min_snr_db: float | None = Field(
-        3.0,
+        6.0,
         description="a window no louder than this many dB above its recording's background detects nothing "
         "(None: no gate)",
     )

@@ -11,7 +11,9 @@ import pandas as pd
 from tasks.data.audio import decode_region, probe
 
 FRAME_S = 0.1
-BACKGROUND_PERCENTILE = 20  # the recording's background: a level most of its frames reach
+BACKGROUND_PERCENTILE = 50  # the recording's background: its median frame level (sounds are the exception)
+SPLIT_GAP_S = 0.3  # quieter stretches longer than this split an event's sound into separate runs
+MAJORITY = 0.5  # a run keeps the event's class when at least this share of the windows over it detected the class
 
 
 def frame_levels(path: str | os.PathLike, *, frame_s: float = FRAME_S, chunk_s: float = 600.0) -> np.ndarray:
@@ -31,6 +33,55 @@ def frame_levels(path: str | os.PathLike, *, frame_s: float = FRAME_S, chunk_s: 
         out.append((20 * np.log10(np.maximum(rms, 1e-10))).astype(np.float32))
         start += chunk
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def localise(
+    events: pd.DataFrame,
+    detections: pd.DataFrame,
+    grid: pd.DataFrame,
+    levels: dict[str, np.ndarray],
+    *,
+    min_snr_db: float,
+    frame_s: float = FRAME_S,
+) -> pd.DataFrame:
+    """Window-long events narrowed to the sound in them: each event's frames at least min_snr_db above its
+    recording's background (its median frame level) form runs (split at quieter stretches over SPLIT_GAP_S); a run
+    keeps the event's class when at least MAJORITY of the windows over its middle detected that class (a
+    neighbouring sound that only shares some of the event's windows does not), and becomes an event of its own.
+    `detections`: the window detections the events were merged from; `grid`: every window (file, start_s, end_s).
+    Recordings without levels keep their events as they are."""
+    if events.empty:
+        return events
+    rows = []
+    gap = max(1, int(round(SPLIT_GAP_S / frame_s)))
+    for file, evs in events.groupby("file", sort=False):
+        db = levels.get(file)
+        if db is None or not len(db):
+            rows += [ev._asdict() for ev in evs.itertuples(index=False)]
+            continue
+        background = float(np.percentile(db, BACKGROUND_PERCENTILE))
+        starts, ends = (grid.loc[grid["file"] == file, c].to_numpy() for c in ("start_s", "end_s"))
+        det = detections[detections["file"] == file]
+        for ev in evs.itertuples(index=False):
+            a, b = int(np.floor(ev.start_s / frame_s + 1e-9)), int(np.ceil(ev.end_s / frame_s - 1e-9))
+            active = a + np.flatnonzero(db[a:b] >= background + min_snr_db)
+            mine = det[det["label"] == ev.label]
+            for run in np.split(active, np.flatnonzero(np.diff(active) > gap) + 1) if len(active) else []:
+                start, end = max(ev.start_s, run[0] * frame_s), min(ev.end_s, (run[-1] + 1) * frame_s)
+                middle = (start + end) / 2
+                n_over = int(((starts <= middle) & (ends > middle)).sum())
+                hits = mine[(mine["start_s"] <= middle) & (mine["end_s"] > middle)]
+                if n_over and len(hits) / n_over >= MAJORITY:
+                    rows.append(
+                        {
+                            **ev._asdict(),
+                            "start_s": round(start, 6),
+                            "end_s": round(end, 6),
+                            "score": float(hits["score"].max()),
+                        }
+                    )
+    out = pd.DataFrame(rows, columns=events.columns).astype(events.dtypes.to_dict())
+    return out.sort_values(["file", "start_s", "label"], kind="stable", ignore_index=True)
 
 
 def trim_to_activity(

@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from tasks.detection.activity import trim_to_activity
+from tasks.detection.activity import localise
 from tasks.detection.events import empty_events, merge_events, window_detections
 from tasks.detection.tables import RAVEN_SUFFIX, write_audacity, write_detections_csv, write_raven
 
@@ -31,16 +31,18 @@ def detect_events(
     """Events (file, start_s, end_s, label, score): windows whose class score reaches its threshold, merged per
     file and class across overlaps and gaps up to merge_gap_s; windows no louder than min_snr_db above their
     recording's background and background classes (`ignore`) detect nothing. With the recordings' frame `levels`
-    each event is trimmed to its frames min_snr_db above the background (tasks/detection/activity.py)."""
+    each event is narrowed to the sounds in it that most of their windows detected (activity.localise)."""
     if scores.empty:
         return empty_events()
+    grid = scores[["file", "start_s", "end_s"]]
     if min_snr_db is not None and {"peak_db", "floor_db"} <= set(scores.columns):
         scores = scores[snr_db(scores) >= min_snr_db]
     if "error" in scores.columns:
         scores = scores[scores["error"].fillna("") == ""].drop(columns="error")
-    events = merge_events(window_detections(scores, thresholds, ignore=ignore), merge_gap_s=merge_gap_s, score=score)
+    windows = window_detections(scores, thresholds, ignore=ignore)
+    events = merge_events(windows, merge_gap_s=merge_gap_s, score=score)
     if levels and min_snr_db is not None:
-        events = trim_to_activity(events, dict(levels), min_snr_db=min_snr_db)
+        events = localise(events, windows, grid, dict(levels), min_snr_db=min_snr_db)
     return events
 
 

@@ -114,10 +114,10 @@ def birdnet_embedding(
 def _remember(key: bytes, embedding: np.ndarray) -> np.ndarray:
     """Keep the last RECENT embeddings by their window's content: a timeline of overlapping windows (detect) embeds
     each 3 s of audio once instead of once per window that holds it (the same samples give the same embedding)."""
-    _recent[key] = embedding.copy()
-    if len(_recent) > RECENT:
+    _recent[key] = kept = embedding.copy()
+    while len(_recent) > RECENT:
         _recent.popitem(last=False)
-    return _recent[key]
+    return kept
 
 
 def _windows(y: np.ndarray, width: int, hop: int) -> np.ndarray:
@@ -146,7 +146,7 @@ def _interpreter() -> tuple:
             # Without preserve_all_tensors the intermediate GLOBAL_AVG_POOL tensor reads as empty ("data is
             # null"); keeping every tensor costs about 0.2 GB at batch 1.
             interpreter = tf.lite.Interpreter(
-                model_path=str(path), num_threads=_NUM_THREADS, experimental_preserve_all_tensors=True
+                model_path=str(path), num_threads=_threads(), experimental_preserve_all_tensors=True
             )
             interpreter.allocate_tensors()
         names = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}
@@ -154,6 +154,11 @@ def _interpreter() -> tuple:
             raise SoundflowError(f"{path}: no tensor {_EMBEDDING_TENSOR!r}; not the BirdNET V2.4 model expected")
         _cached = (interpreter, interpreter.get_input_details()[0]["index"], names[_EMBEDDING_TENSOR])
     return _cached
+
+
+def _threads() -> int:
+    """TFLite's threads: a worker's cap (tasks.runtime.limit_threads sets TF_NUM_INTRAOP_THREADS), else up to 2."""
+    return int(os.environ.get("TF_NUM_INTRAOP_THREADS") or _NUM_THREADS)
 
 
 def _forget() -> None:

@@ -43,3 +43,24 @@ def test_an_event_is_trimmed_to_its_sound_and_a_silent_one_dropped(burst_file):
     out = trim_to_activity(events, levels, min_snr_db=6.0)
     assert out["start_s"].tolist() == [4.0, 0.0] and out["end_s"].tolist() == [5.5, 5.0]  # 7-12 s holds no sound
     assert out["label"].tolist() == ["tone", "x"] and list(out.columns) == list(events.columns)
+
+
+def test_localise_keeps_the_sound_most_of_its_windows_detected_and_drops_its_neighbour():
+    """Two sounds in one recording, at 2.0-2.5 s and 6.0-6.5 s; windows of 5 s every 1 s. Class `a` is detected by
+    the windows holding the first sound only; merged, its event spans 0-7 s and so holds the second sound too:
+    localised, it is the first sound alone (every window over it says `a`; one in five over the second does)."""
+    from tasks.detection.activity import localise
+    from tasks.detection.events import merge_events
+
+    frame = 0.1
+    db = np.full(100, -60.0)  # 10 s of frames at -60 dBFS
+    db[20:25] = -20.0  # 2.0-2.5 s
+    db[60:65] = -20.0  # 6.0-6.5 s
+    starts = np.arange(0.0, 7.0, 1.0)
+    grid = pd.DataFrame({"file": "r.wav", "start_s": starts, "end_s": starts + 5.0})
+    holds_first = (grid["start_s"] <= 2.0) & (grid["end_s"] >= 2.5)  # windows starting at 0, 1, 2
+    detections = grid[holds_first].assign(label="a", score=[0.7, 0.9, 0.8])
+    events = merge_events(detections)
+    assert events[["start_s", "end_s"]].values.tolist() == [[0.0, 7.0]]
+    out = localise(events, detections, grid, {"r.wav": db}, min_snr_db=6.0, frame_s=frame)
+    assert out[["start_s", "end_s", "label"]].values.tolist() == [[2.0, 2.5, "a"]] and out["score"].item() == 0.9
