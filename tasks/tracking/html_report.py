@@ -14,7 +14,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.records import AuditVerdict, Dataset, Result, RunSummary
+from tasks.models import catalog
+from tasks.records import AuditVerdict, Dataset, EnsembleResult, Result, RunSummary
 
 # The book's figures (Kneusel, Practical Deep Learning, ch. 12; its own protocol: an 8-per-class hold-out with
 # 19 augmented copies of every clip, test copies scored too), in %, by our configuration names.
@@ -54,18 +55,19 @@ _BOOK_OTHER = {
 }
 
 
-def book_figure(name: str) -> float | None:
-    """The book's accuracy (%) for a configuration of ours, where it has one."""
-    base = name.split("#")[0].removesuffix("+aug")
-    model, _, features = base.partition("/")
+def book_figure(result: Result) -> float | None:
+    """The book's accuracy (%) for one of our results (a model on a representation, or an ensemble), if it has one."""
+    if isinstance(result, EnsembleResult):
+        return _BOOK_OTHER.get(result.name)
+    model, features = result.config.model, result.config.features
     if features == "raw" and model in _BOOK_RAW:
         return _BOOK_RAW[model]
-    if features == "raw" and model.startswith("cnn1d_"):
-        arch, _, k = model.removeprefix("cnn1d_").rpartition("_k")
+    meta = catalog.info(model)
+    if features == "raw" and meta.family == "cnn1d":
+        arch, kernel = meta.defaults["arch"].removeprefix("cnn1d_"), meta.defaults["hyper"]["kernel"]
         archs = ("shallow", "medium", "deep0", "deep1", "deep2")
-        if arch in archs and k.isdigit() and int(k) in _BOOK_CNN1D:
-            return _BOOK_CNN1D[int(k)][archs.index(arch)]
-    return _BOOK_OTHER.get(base)
+        return _BOOK_CNN1D[kernel][archs.index(arch)] if arch in archs and kernel in _BOOK_CNN1D else None
+    return _BOOK_OTHER.get(f"{model}/{features}")
 
 
 def figure_png(fig) -> bytes:
@@ -122,7 +124,7 @@ def results_table(results: Sequence[Result], *, book: bool = False) -> pd.DataFr
             "features": f"{r.features}{' + augmented copies' if r.augmented else ''}",
             "accuracy (%)": f"{100 * r.cv_accuracy_mean:.1f} ± {100 * r.cv_accuracy_sem:.1f}",
             "macro F1": f"{r.macro_f1_mean:.3f}",
-            "book (%)": book_figure(r.name),
+            "book (%)": book_figure(r),
             "_sort": r.cv_accuracy_mean,
         }
         for r in results

@@ -11,7 +11,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import save_text
-from tasks.records import Dataset, Result
+from tasks.models import catalog
+from tasks.records import ConfigResult, Dataset, Result
 from tasks.tracking import runs as tracking
 
 
@@ -20,6 +21,7 @@ def results_frame(results: Sequence[Result]) -> pd.DataFrame:
     rows = [
         {
             "configuration": r.name,
+            "model": r.config.model if isinstance(r, ConfigResult) else "",
             "family": r.family,
             "features": r.features,
             "augmented": r.augmented,
@@ -77,11 +79,13 @@ def comparison_figure(
 
 def cnn1d_grid(frame: pd.DataFrame) -> pd.DataFrame | None:
     """The book's Table 12-1 layout: first kernel (rows) x 1D architecture (columns), accuracy in %."""
-    parts = frame["configuration"].str.extract(r"^cnn1d_(\w+?)_k(\d+)/raw(\+aug)?$")
-    rows = frame.assign(arch=parts[0], k=pd.to_numeric(parts[1]), aug=parts[2].fillna("")).dropna(subset=["arch"])
+    rows = frame[(frame["family"] == "cnn1d") & (frame["features"] == "raw")]
     if rows.empty:
         return None
-    rows = rows.assign(arch=rows["arch"] + rows["aug"])
+    defaults = [catalog.info(m).defaults for m in rows["model"]]
+    arch = [d["arch"].removeprefix("cnn1d_") for d in defaults]
+    rows = rows.assign(arch=[a + ("+aug" if aug else "") for a, aug in zip(arch, rows["augmented"])])
+    rows = rows.assign(k=[d["hyper"]["kernel"] for d in defaults])
     grid = rows.pivot_table(index="k", columns="arch", values="accuracy_pct", aggfunc="mean").round(2)
     order = [c for a in ("shallow", "medium", "deep0", "deep1", "deep2") for c in (a, a + "+aug") if c in grid.columns]
     return grid[order].reset_index()

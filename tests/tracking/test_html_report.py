@@ -121,9 +121,17 @@ def _summary(results, dataset: str, parent: str) -> RunSummary:
 
 
 def test_book_figures_are_matched_by_configuration():
-    assert book_figure("rf1000/raw") == 34.4 and book_figure("rf1000/raw+aug") == 34.4
-    assert book_figure("cnn1d_deep1_k7/raw") == 50.50 and book_figure("ensemble:weighted") == 81.06
-    assert book_figure("rf1000/engineered") is None and book_figure("cnn1d_deep1_k4/raw") is None
+    def single(model, features, augmented=False, family="classical"):
+        return ConfigResult(Config(model, features, family, augmented=augmented), "r", "p.npy", 0.5, 0.0, 0.5)
+
+    def ensemble(combiner):
+        return EnsembleResult("ensemble", combiner, "jaya", 0, (), (), "r", "p.npy", 0.5, 0.0, 0.5)
+
+    assert book_figure(single("rf1000", "raw")) == 34.4 and book_figure(single("rf1000", "raw", True)) == 34.4
+    assert book_figure(single("cnn1d_deep1_k7", "raw", family="cnn1d")) == 50.50
+    assert book_figure(ensemble("weighted")) == 81.06 and book_figure(ensemble("stacking")) is None
+    assert book_figure(single("rf1000", "engineered")) is None
+    assert book_figure(single("cnn2d_logmel", "logmel", family="cnn2d")) is None
 
 
 def test_report_has_every_section_decodable_images_and_the_results_numbers(run_inputs, tmp_path):
