@@ -143,6 +143,8 @@ def case_study(params: CaseStudyParams = CaseStudyParams()) -> RunSummary:  # no
         singles, failed = cross_validation.with_options(task_runner=runner)(
             configs, inputs, exp_id, parent_id, results_dir
         )
+    if not singles:  # nothing to ensemble, report or register: the run fails with each configuration's reason
+        raise SoundflowError(f"every configuration failed: {'; '.join(failed)}")
     results: list[Result] = list(singles)
     if p.ensembles and len(singles) > 1:
         results += ensemble_task(

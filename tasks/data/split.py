@@ -251,8 +251,21 @@ def n_folds(path: str) -> int:
     return len(load_splits(path))
 
 
+# Without folds, a subset keeps this many groups per class for each clip per class and fold asked for (the folds
+# of group k-fold are made from the groups).
+GROUPS_PER_FOLD = 5
+
+
 def subset_rows(manifest: pd.DataFrame, *, per_class_fold: int) -> np.ndarray:
-    """Row indices of the segments of the first `per_class_fold` recordings of each (class, fold)."""
+    """Row indices of the segments of the first `per_class_fold` recordings of each (class, fold); a dataset without
+    folds (windows of annotated recordings, say) keeps each class's rows of its first GROUPS_PER_FOLD x
+    per_class_fold groups, so that group k-fold still has groups to split."""
+    if not has_folds(manifest):
+        pairs = manifest.drop_duplicates(["class_id", "group"])
+        keep = pairs.groupby("class_id", sort=False).head(GROUPS_PER_FOLD * per_class_fold)[["class_id", "group"]]
+        chosen = set(map(tuple, keep.to_numpy().tolist()))
+        mask = [(c, g) in chosen for c, g in zip(manifest["class_id"], manifest["group"])]
+        return np.flatnonzero(mask)
     recs = manifest.drop_duplicates("recording_id")
     keep = recs.groupby(["class_id", "fold"], sort=False, dropna=False).head(per_class_fold)["recording_id"]
     return np.flatnonzero(manifest["recording_id"].isin(set(keep)).to_numpy())

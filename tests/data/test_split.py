@@ -143,3 +143,15 @@ def test_group_kfold_with_a_class_in_one_group_is_refused_naming_the_class():
     text = str(err.value)
     assert "training lacks 1 of 3 classes ('grillon des prés')" in text
     assert "fewer than k=5 groups: 'grillon des prés': 1" in text and "lower --k" in text
+
+
+def test_a_subset_without_folds_keeps_whole_groups_per_class():
+    """Windows of annotated recordings (no folds, one group per recording): a quick run's subset keeps each class's
+    windows of its first 5 x per_class_fold recordings, so group k-fold still has groups to split."""
+    import pandas as pd
+
+    rows = [(f"r{g}.wav#{w}", g, c) for g in range(12) for w in range(6) for c in (w % 3,)]
+    m = pd.DataFrame(rows, columns=["recording_id", "group", "class_id"]).assign(fold=pd.NA)
+    sub = m.iloc[subset_rows(m, per_class_fold=1)]
+    assert sub.groupby("class_id")["group"].nunique().tolist() == [5, 5, 5]
+    assert sub.groupby(["class_id", "group"]).size().eq(2).all()  # every window of a chosen (class, recording)
