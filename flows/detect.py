@@ -112,7 +112,7 @@ def detect(params: DetectParams) -> DetectSummary:
         min_snr_db=params.min_snr_db,
     )
     ok = [e.file for e in entries if e.status == "ok"]
-    tables = write_tables(events, ok, out, roots=params.paths, high_freq_hz=model.sample_rate / 2)
+    detections, tables = write_tables(events, ok, out, roots=params.paths, high_freq_hz=model.sample_rate / 2)
     return report_analysis(
         params.experiment,
         model=model,
@@ -121,6 +121,7 @@ def detect(params: DetectParams) -> DetectSummary:
         entries=entries,
         n_scored=len(scored),
         events=events,
+        detections=detections,
         tables=tables,
         out_dir=str(out),
         started=started,

@@ -71,18 +71,23 @@ def write_tables(
     *,
     roots: Sequence[str | os.PathLike] = (),
     high_freq_hz: float,
-) -> dict[str, Path]:
+) -> tuple[Path, list[Path]]:
     """detections.csv (every recording), and per recording (with or without events, so a reviewer sees it was
-    analysed) `<recording>.selections.txt` for Raven Pro and `<recording>.txt` for Audacity. Returns the paths."""
+    analysed) `<recording>.selections.txt` for Raven Pro and `<recording>.txt` for Audacity. Returns
+    (detections.csv, the per-recording tables)."""
     out = Path(out_dir)
-    paths = {"detections": write_detections_csv(events, out / DETECTIONS_FILE)}
+    detections = write_detections_csv(events, out / DETECTIONS_FILE)
     by_file = dict(tuple(events.groupby("file", sort=False))) if len(events) else {}
+    tables = []
     for file in files:
         stem = out / table_stem(file, roots)
         mine = by_file.get(file, empty_events())
-        write_raven(mine.assign(file=file), stem.with_name(stem.name + RAVEN_SUFFIX), high_freq_hz=high_freq_hz)
-        write_audacity(mine.assign(file=file), stem.with_name(stem.name + ".txt"))
-    return paths
+        raven, audacity = stem.with_name(stem.name + RAVEN_SUFFIX), stem.with_name(stem.name + ".txt")
+        tables += [
+            write_raven(mine.assign(file=file), raven, high_freq_hz=high_freq_hz),
+            write_audacity(mine.assign(file=file), audacity),
+        ]
+    return detections, tables
 
 
 def summary_lines(events: pd.DataFrame, *, n_files: int, hours: float, top: int = 5) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -136,7 +137,8 @@ def report_analysis(
     entries: Sequence[Scored],
     n_scored: int,
     events: pd.DataFrame,
-    tables: dict[str, Path],
+    detections: Path,
+    tables: Sequence[Path],
     out_dir: str,
     started: float,
 ) -> DetectSummary:
@@ -162,7 +164,8 @@ def report_analysis(
         for label, n in events["label"].value_counts().items() if len(events) else []:
             metrics[f"detections_{_metric_name(str(label))}"] = int(n)
         tracking.log_metrics(run_id, metrics)
-        tracking.log_file(run_id, tables["detections"], "detections")
+        tracking.log_file(run_id, detections, "detections")
+        tracking.log_file(run_id, _zipped(tables, out_dir), "detections")  # the Raven and Audacity tables
         tracking.log_text(run_id, json.dumps(thresholds, indent=1, ensure_ascii=False), "thresholds.json")
         failed = [e for e in entries if e.status != "ok"]
         if failed:
@@ -179,7 +182,7 @@ def report_analysis(
     create_markdown_artifact(markdown="\n\n".join(lines), key="detect-summary", description="soundflow detect")
     return DetectSummary(
         out=out_dir,
-        detections=str(tables["detections"]),
+        detections=str(detections),
         model_uri=model.uri,
         n_files=len(entries),
         n_scored=n_scored,
@@ -191,6 +194,15 @@ def report_analysis(
         run_id=run_id,
         lines=tuple(lines),
     )
+
+
+def _zipped(tables: Sequence[Path], out_dir: str) -> Path:
+    """The per-recording tables in one archive (tables.zip in the output folder), paths relative to it."""
+    path = Path(out_dir) / "tables.zip"
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for table in tables:
+            archive.write(table, Path(table).relative_to(out_dir).as_posix())
+    return path
 
 
 def _metric_name(label: str) -> str:

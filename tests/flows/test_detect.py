@@ -129,7 +129,10 @@ def test_detect_writes_four_outputs_resumes_and_reports_a_bad_file(champion, rec
             & (detections["end_s"] > row.onset)
         )
         found += int(hit.any())
-    assert found >= 2 and len(detections) == found, detections
+    assert found >= 2, detections
+    for d in detections.itertuples():  # a clip's barks or cries may be several events: each lies on its clip
+        placed_here = truth[(truth["file"].map(lambda f: str(folder / f)) == d.file) & (truth["label"] == d.label)]
+        assert ((placed_here["onset"] < d.end_s) & (placed_here["offset"] > d.start_s)).any(), (d, truth)
 
     journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
     assert len(journal) == 4 and [j["status"] for j in journal].count("error") == 1
@@ -140,6 +143,12 @@ def test_detect_writes_four_outputs_resumes_and_reports_a_bad_file(champion, rec
     )[0]
     assert run.data.params["model_version"] == champion["reg"].version and run.info.status == "FINISHED"
     assert run.data.metrics["n_files"] == 4 and run.data.metrics["n_failed"] == 1
+    arts = {a.path for a in MlflowClient(config.tracking_uri()).list_artifacts(run.info.run_id, "detections")}
+    assert arts == {"detections/detections.csv", "detections/tables.zip"}
+    import zipfile
+
+    with zipfile.ZipFile(out / "tables.zip") as archive:
+        assert "site a/morning.selections.txt" in archive.namelist() and len(archive.namelist()) == 2 * 3
 
     again = tmp_path / "again.json"
     import contextlib
