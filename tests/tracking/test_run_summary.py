@@ -105,3 +105,15 @@ def test_next_commands_run_as_printed_from_the_repository_root(monkeypatch, esc1
         assert subprocess.run([words[0], words[1], "--help"], env=env, capture_output=True, timeout=120).returncode == 0
     clip = Path(shlex.split(commands[1])[-1])
     assert clip.is_file() and clip.is_relative_to(esc10_dir) and clip.suffix == ".ogg"
+
+
+def test_the_json_summary_is_plain_values_with_the_keys_scripts_read():
+    import json
+
+    from tasks.tracking.run_summary import summary_json
+
+    champ = Registration("soundflow-esc10", "2", True, "models:/soundflow-esc10@champion", "beats v1", "m7")
+    out = json.loads(json.dumps(summary_json(_summary(champion=champ))))
+    assert out["parent_run_id"] == "abc" and out["best"] == "ensemble:average" and out["best_accuracy"] == 0.9
+    assert out["results"]["m7/engineered"] == 0.57 and out["champion"]["version"] == "2"
+    assert {r["family"] for r in out["results_table"]} == {"classical", "ensemble"}
