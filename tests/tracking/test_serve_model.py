@@ -210,7 +210,17 @@ def test_served_champion_scores_windows_on_a_timeline(server, champion, in_proce
     assert status == 200, f"{status}: {str(out)[:2000]}\n{server['tail']()}"
     rows = pd.DataFrame(out["predictions"])
     classes = champion["classes"]
-    assert list(rows.columns) == ["file", "start_s", "end_s", *classes, "loudness_db", "partial", "error"]
+    assert list(rows.columns) == [
+        "file",
+        "start_s",
+        "end_s",
+        *classes,
+        "loudness_db",
+        "peak_db",
+        "floor_db",
+        "partial",
+        "error",
+    ]
     assert rows["file"].tolist() == [str(long)] * 9 + ["/nonexistent/clip.wav"]
     np.testing.assert_allclose(rows["start_s"].iloc[:9], np.arange(9.0))  # 5-s windows every 1 s
     assert rows["partial"].tolist() == [False] * 8 + [True, False] and rows["end_s"].iloc[8] == pytest.approx(12.3)
