@@ -190,7 +190,7 @@ def manifest_clip_keys(manifest_path: str | Path) -> list[int]:
     return [int(sha[:8], 16) ^ round(1000 * start) for sha, start in zip(frame["content_hash"], frame["start_s"])]
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="augmented copies")
 def augment_task(
     clips_path: str, manifest_path: str, sr: int, params: AugmentParams, seed: int, data_dir: str, n_jobs: int = 2
 ) -> str:

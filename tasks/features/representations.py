@@ -405,7 +405,7 @@ def example_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[s
     return fig
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="features {kind}")
 def features_task(
     clips_path: str, kind: str, sr: int, opts: dict, data_dir: str, manifest_path: str | None = None
 ) -> str:
