@@ -19,7 +19,7 @@ from tasks.data.split import n_folds, protocol, split_task, subset_task
 from tasks.errors import SoundflowError
 from tasks.evaluation.inputs import cv_inputs
 from tasks.evaluation.progress import WorkProgress, estimated_cost
-from tasks.evaluation.train import fold_outcome, fold_task, plan_task
+from tasks.evaluation.train import fold_outcome, fold_task, plan_task, reused_folds_task
 from tasks.features.pretrained import license_tags
 from tasks.records import Config, ConfigResult, CVInputs, FoldResult, Result, RunSummary
 from tasks.tracking.audit import audit_task
@@ -53,17 +53,16 @@ def cross_validation(
             0.0, key="cross-validation", description=f"cross-validation of {len(configs)} configurations x {k} folds"
         ),
     )
-    futures = [fold_task.submit(c, inputs, fold, results_dir) for c, fold in units]
-    index = {f.task_run_id: i for i, f in enumerate(futures)}
+    reused = reused_folds_task(configs, inputs, k, results_dir)
+    todo = [i for i, (c, fold) in enumerate(units) if (c.name, fold) not in reused]
+    futures = [fold_task.submit(units[i][0], inputs, units[i][1], results_dir) for i in todo]
+    index = {f.task_run_id: i for f, i in zip(futures, todo)}
     folds: dict[str, dict[int, FoldResult]] = {c.name: {} for c in configs}
     results, failed = [], []
-    for future in as_completed(futures):
-        i = index[future.task_run_id]
+
+    def finished(i: int, outcome: FoldResult) -> None:
         c, fold = units[i]
-        folds[c.name][fold] = fold_outcome(future, c, fold)
-        line = progress.finish(i)
-        log.info("cross-validation: %s", line)
-        update_progress_artifact(artifact, 100 * progress.fraction, description=f"cross-validation: {line}")
+        folds[c.name][fold] = outcome
         if len(folds[c.name]) == k:
             try:
                 results.append(
@@ -73,6 +72,21 @@ def cross_validation(
                 )
             except SoundflowError as exc:
                 failed.append(str(exc))
+
+    for i, (c, fold) in enumerate(units):
+        if (c.name, fold) in reused:
+            progress.finish(i)
+            finished(i, reused[(c.name, fold)])
+    if reused:
+        update_progress_artifact(
+            artifact, 100 * progress.fraction, description=f"cross-validation: {len(reused)} folds reused"
+        )
+    for future in as_completed(futures):
+        i = index[future.task_run_id]
+        line = progress.finish(i)
+        log.info("cross-validation: %s", line)
+        update_progress_artifact(artifact, 100 * progress.fraction, description=f"cross-validation: {line}")
+        finished(i, fold_outcome(future, *units[i]))
     order = {c.name: i for i, c in enumerate(configs)}
     return sorted(results, key=lambda r: order[r.name]), failed
 

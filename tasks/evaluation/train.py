@@ -42,8 +42,8 @@ def fit_fold(config: Config, inputs: CVInputs, fold: int, results_dir: str) -> F
     configuration, features, copies and splits) is reused, so an interrupted run resumes fold by fold."""
     out = config_dir(config, inputs, results_dir)
     path = out / f"fold-{fold}.npz"
-    if path.exists() and inputs.reuse:  # reuse_results=False (--no-reuse-results) retrains
-        return _fold_result(path, config, fold, reused=True)
+    if (done := cached_fold(config, inputs, fold, results_dir)) is not None:
+        return done
     manifest = read_manifest(inputs.manifest)
     y, groups = manifest["class_id"].to_numpy(), manifest["group"].astype(str).to_numpy()
     train, test = load_splits(inputs.splits)[fold]
@@ -78,6 +78,31 @@ def fit_fold(config: Config, inputs: CVInputs, fold: int, results_dir: str) -> F
             history=json.dumps(history or {}),
         )
     return _fold_result(path, config, fold, reused=False)
+
+
+def cached_fold(config: Config, inputs: CVInputs, fold: int, results_dir: str) -> FoldResult | None:
+    """The fold's earlier result if its file exists (same configuration, features, copies and splits) and results
+    may be reused (reuse_results=False, --no-reuse-results, retrains); else None."""
+    path = config_dir(config, inputs, results_dir) / f"fold-{fold}.npz"
+    return _fold_result(path, config, fold, reused=True) if inputs.reuse and path.exists() else None
+
+
+@task(cache_policy=NO_CACHE)
+def reused_folds_task(
+    configs: list[Config], inputs: CVInputs, k: int, results_dir: str
+) -> dict[tuple[str, int], FoldResult]:
+    """The (configuration, fold) units done by an earlier run, read in this process: a warm re-run starts no worker
+    (each would import TensorFlow) and runs no task per fold."""
+    found = {}
+    for config in configs:
+        for fold in range(k):
+            if (done := cached_fold(config, inputs, fold, results_dir)) is not None:
+                found[(config.name, fold)] = done
+    if found:
+        get_run_logger().info(
+            "cross-validation: %d of %d folds reused from %s", len(found), len(configs) * k, results_dir
+        )
+    return found
 
 
 def _fold_result(path: Path, config: Config, fold: int, *, reused: bool) -> FoldResult:

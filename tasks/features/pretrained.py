@@ -34,8 +34,11 @@ LICENSE = (
 _MODEL_FILE = Path("models", "analyzer", "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite")
 _EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
 
-_lock = threading.Lock()  # one interpreter per process; invoke() is not thread-safe
-_cached: tuple | None = None  # (interpreter, input index, embedding index)
+# One interpreter per thread (invoke() is not thread-safe): threads embedding side by side each use their own core
+# instead of queueing for one interpreter (one shared two-thread interpreter: 65 ms a window with two feature
+# threads against 53 ms with an interpreter each, measured on 2 busy cores; see docs/benchmarks.md).
+_local = threading.local()  # .cached: (interpreter, input index, embedding index)
+_lock = threading.Lock()  # guards _recent
 RECENT = 64  # embeddings kept by content (call with _lock held): ~0.25 MB
 _recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
@@ -96,16 +99,19 @@ def birdnet_embedding(
     out = np.empty((len(frames), EMBEDDING_DIM), np.float32)
     # Batch 1 in a loop: resizing the input re-plans the graph (4-50 s per new batch size measured here) and a
     # batch of windows is no faster per window than one at a time.
-    with _lock:
-        interpreter, inp, emb = _interpreter()
-        for i, frame in enumerate(frames):
-            key = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
-            if (hit := _recent.get(key)) is not None:  # the same 3 s of audio in an overlapping window
+    interpreter, inp, emb = _interpreter()
+    for i, frame in enumerate(frames):
+        key = hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
+        with _lock:
+            hit = _recent.get(key)
+            if hit is not None:  # the same 3 s of audio in an overlapping window
                 _recent.move_to_end(key)
-                out[i] = hit
-                continue
-            interpreter.set_tensor(inp, np.ascontiguousarray(frame[None]))
-            interpreter.invoke()
+        if hit is not None:
+            out[i] = hit
+            continue
+        interpreter.set_tensor(inp, np.ascontiguousarray(frame[None]))
+        interpreter.invoke()
+        with _lock:
             out[i] = _remember(key, interpreter.get_tensor(emb)[0])
     mean = out.mean(axis=0, dtype=np.float64).astype(np.float32)
     return mean if pooling == "mean" else np.concatenate([mean, out.std(axis=0, dtype=np.float64).astype(np.float32)])
@@ -131,14 +137,17 @@ def _windows(y: np.ndarray, width: int, hop: int) -> np.ndarray:
 
 
 def _interpreter() -> tuple:
-    """The process's TFLite interpreter (created on first use; call with _lock held)."""
-    global _cached
-    if _cached is None:
+    """This thread's TFLite interpreter (created on its first use): the process's thread share on the main thread,
+    one thread on any other (a pool of threads embedding side by side)."""
+    cached = getattr(_local, "cached", None)
+    if cached is None:
         path = model_path()
         from tasks.runtime import filtered_native_stderr, start_tensorflow_quietly
 
         start_tensorflow_quietly()  # TensorFlow's start-up lines filtered out, as for the Keras models
         import tensorflow as tf
+
+        threads = _threads() if threading.current_thread() is threading.main_thread() else 1
 
         # Ignored: tf.lite's deprecation notice, the preserve-all-tensors memory note, the XNNPACK start-up line.
         with warnings.catch_warnings(), filtered_native_stderr():
@@ -146,14 +155,14 @@ def _interpreter() -> tuple:
             # Without preserve_all_tensors the intermediate GLOBAL_AVG_POOL tensor reads as empty ("data is
             # null"); keeping every tensor costs about 0.2 GB at batch 1.
             interpreter = tf.lite.Interpreter(
-                model_path=str(path), num_threads=_threads(), experimental_preserve_all_tensors=True
+                model_path=str(path), num_threads=threads, experimental_preserve_all_tensors=True
             )
             interpreter.allocate_tensors()
         names = {t["name"]: t["index"] for t in interpreter.get_tensor_details()}
         if _EMBEDDING_TENSOR not in names:
             raise SoundflowError(f"{path}: no tensor {_EMBEDDING_TENSOR!r}; not the BirdNET V2.4 model expected")
-        _cached = (interpreter, interpreter.get_input_details()[0]["index"], names[_EMBEDDING_TENSOR])
-    return _cached
+        cached = _local.cached = (interpreter, interpreter.get_input_details()[0]["index"], names[_EMBEDDING_TENSOR])
+    return cached
 
 
 def _threads() -> int:
@@ -162,9 +171,9 @@ def _threads() -> int:
 
 
 def _forget() -> None:
-    """A forked worker builds its own interpreter and lock instead of sharing its parent's."""
-    global _cached, _lock
-    _cached, _lock = None, threading.Lock()
+    """A forked worker builds its own interpreters and lock instead of sharing its parent's."""
+    global _local, _lock
+    _local, _lock = threading.local(), threading.Lock()
 
 
 _NUM_THREADS = min(2, os.cpu_count() or 1)

@@ -96,6 +96,23 @@ def test_second_run_reuses_results(smoke_run):
     c = MlflowClient(config.tracking_uri())
     reused = [r for r in _children(c, second.parent_run_id) if r.data.tags.get("soundflow.kind") == "model"]
     assert reused and all(r.data.tags.get("soundflow.reused") == "true" for r in reused)
+    # the folds are read back in the flow's process: no fold task runs (each would start a worker)
+    assert _fold_tasks(c, first.parent_run_id) and not _fold_tasks(c, second.parent_run_id)
+
+
+def _fold_tasks(client: MlflowClient, parent_run_id: str) -> list[str]:
+    """The names of the fold tasks the flow behind an MLflow parent run ran (in its cross-validation subflow)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    flow_run_id = client.get_run(parent_run_id).data.tags["prefect.flow_run_id"]
+    with get_client(sync_client=True) as prefect:
+        subflows = prefect.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+        ids = [flow_run_id, *(str(f.id) for f in subflows)]
+        runs = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    return [r.name for r in runs if r.name.startswith("fit ")]
 
 
 def test_failing_flow_marks_mlflow_run_failed(prefect_harness, esc10_dir):
