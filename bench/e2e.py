@@ -78,8 +78,11 @@ def stage_table(t0: float, t1: float) -> dict[str, float]:
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 
     after = datetime.fromtimestamp(t0, timezone.utc)
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=after)))
+    flt = TaskRunFilter(start_time=TaskRunFilterStartTime(after_=after))
+    runs: list = []
+    with get_client(sync_client=True) as client:  # the API answers at most 200 a call: page through them all
+        while page := client.read_task_runs(task_run_filter=flt, limit=200, offset=len(runs)):
+            runs += page
     runs = [r for r in runs if r.start_time and r.end_time]
     out: dict[str, float] = defaultdict(float)
     folds = [r for r in runs if r.name.startswith("fit ")]

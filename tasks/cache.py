@@ -7,9 +7,10 @@ import hashlib
 import json
 import mmap
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -42,6 +43,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def cached_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """`folder` as write(tmp) fills it: written into a temporary folder beside it and renamed, so it is either
+    whole or absent; if it exists already, nothing is written (a warm run reuses what an earlier one rendered)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        write(tmp)
+        os.rename(tmp, folder)
+    except OSError:
+        if not folder.is_dir():  # not a concurrent writer's finished folder: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:

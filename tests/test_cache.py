@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.cache import atomic_path, drop_pages
+from tasks.cache import atomic_path, cached_folder, drop_pages
 
 
 def _rss_file_kb() -> int:
@@ -51,3 +51,24 @@ def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
             raise RuntimeError("interrupted")
     assert not dest.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cached_folder_is_written_once_whole_or_not_at_all(tmp_path):
+    calls = []
+
+    def write(folder: Path) -> None:
+        calls.append(folder)
+        (folder / "a.txt").write_text("first")
+
+    target = tmp_path / "deep" / "art"
+    assert cached_folder(target, write) == target and (target / "a.txt").read_text() == "first"
+    assert cached_folder(target, lambda f: (f / "a.txt").write_text("second")) == target
+    assert (target / "a.txt").read_text() == "first" and len(calls) == 1  # reused, not written again
+
+    def broken(folder: Path) -> None:
+        (folder / "half.txt").write_text("x")
+        raise RuntimeError("render failed")
+
+    with pytest.raises(RuntimeError, match="render failed"):
+        cached_folder(tmp_path / "other", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]  # no half-written folder left behind

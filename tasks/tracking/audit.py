@@ -32,8 +32,7 @@ def audit_task(data: Dataset, features_path: str, seed: int, parent_id: str, rep
     md = summary_markdown(result)
     tracking.log_text(parent_id, md, "audit/summary.md")
     tracking.log_frame(parent_id, duplicates_csv(result), "audit/duplicates.csv")
-    for key, value in result.tags().items():
-        tracking.client().set_tag(parent_id, key, value)
+    tracking.tag_run(parent_id, result.tags())
     create_markdown_artifact(markdown=md, key="leakage-audit", description="soundflow leakage audit")
     path = save_text(Path(reports_dir) / "audit.md", md)
     if result.leak:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import save_json, save_npy
+from tasks.cache import cached_folder, save_json, save_npy
 from tasks.data.manifest import class_names, pooling, read_manifest
 from tasks.data.split import load_splits
 from tasks.errors import SoundflowError
@@ -26,33 +28,42 @@ def log_configuration_task(
     """Assemble the folds' out-of-fold probabilities, score them per recording and log the nested run.
 
     A fold that failed (its FoldResult carries the error) makes the run FAILED (with the error as a tag) and raises
-    SoundflowError, so the flow can go on with the others."""
+    SoundflowError, so the flow can go on with the others. The artifacts (confusion matrix, report, learning curve,
+    fold-0 network) are rendered once into the configuration's results folder: a run whose folds were all reused
+    logs that folder again, in one call and without TensorFlow."""
     log = get_run_logger()
     manifest = read_manifest(inputs.manifest)
     names, y = class_names(manifest), manifest["class_id"].to_numpy()
     owner, weights = pooling(manifest)
     splits = load_splits(inputs.splits)
     out = config_dir(config, inputs, results_dir)
-    tags = {"soundflow.kind": "model", "soundflow.config": config.name, **license_tags([config.features])}
+    ordered = sorted(folds, key=lambda f: f.fold)
+    reused = bool(ordered) and all(f.reused for f in ordered)
+    tags = {
+        "soundflow.kind": "model",
+        "soundflow.config": config.name,
+        # where the folds ran (worker process ids): the flow's own process never trains
+        "soundflow.fold_pids": ",".join(str(f.pid) for f in ordered),
+        **({"soundflow.reused": "true"} if reused else {}),
+        **license_tags([config.features]),
+    }
     with tracking.run(
         experiment_id, name=config.name, params=config.params(), parent_id=parent_id, tags=tags
     ) as run_id:
-        failed = [f for f in folds if f.error]
+        failed = [f for f in ordered if f.error]
         if failed:
             raise SoundflowError(f"{config.name}: fold {failed[0].fold + 1} failed: {failed[0].error}")
-        ordered = sorted(folds, key=lambda f: f.fold)
         proba, cv, histories = assemble([f.path for f in ordered], len(y), len(names), y)
-        if all(f.reused for f in ordered):
-            tracking.client().set_tag(run_id, "soundflow.reused", "true")
-        # where the folds ran (worker process ids): the flow's own process never trains
-        tracking.client().set_tag(run_id, "soundflow.fold_pids", ",".join(str(f.pid) for f in ordered))
         summary = cv_summary(y, proba, splits, names, owner=owner, weights=weights)
-        _log_result(run_id, summary, cv, names, config.name)
+        series = {"fold_accuracy": summary["fold_accuracy"], "fold_macro_f1": summary["fold_macro_f1"]}
         for k, history in enumerate(histories):
-            if history:
-                tracking.log_history(run_id, history, fold=k)
-        if histories and histories[0]:
-            _log_keras_fold(run_id, out, histories[0])
+            series.update(tracking.history_series(history or {}, fold=k))
+        tracking.log_batch(run_id, _metrics(summary, cv), series)
+        folder = out / "artifacts"
+        if not reused:  # a fold was fitted again: what an earlier run rendered may be stale
+            shutil.rmtree(folder, ignore_errors=True)
+        first = histories[0] if histories else None
+        tracking.log_folder(run_id, cached_folder(folder, partial(_render, summary, names, config.name, out, first)))
         save_npy(out / "proba.npy", proba)
         save_json(out / "summary.json", cv)
         if any(histories):
@@ -70,26 +81,30 @@ def log_configuration_task(
     )
 
 
-def _log_result(run_id: str, summary: dict, cv: dict, names: list[str], title: str) -> None:
-    tracking.log_series(run_id, "fold_accuracy", summary["fold_accuracy"])
-    tracking.log_series(run_id, "fold_macro_f1", summary["fold_macro_f1"])
+def _metrics(summary: dict, cv: dict) -> dict[str, float]:
     metrics = scalar_metrics(summary)
     metrics["fit_seconds"] = float(np.sum(cv["fit_seconds"]))
     metrics["predict_seconds"] = float(np.sum(cv["predict_seconds"]))
     if cv.get("aug_test_accuracy") is not None:
         metrics["aug_test_accuracy"] = cv["aug_test_accuracy"]
-    tracking.log_metrics(run_id, metrics)
-    tracking.log_figure(run_id, confusion_figure(summary["confusion"], names, title=title), "confusion_matrix.png")
-    tracking.log_frame(run_id, confusion_frame(summary["confusion"], names), "confusion_matrix.csv")
-    tracking.log_text(run_id, summary["report"], "classification_report.txt")
+    return metrics
 
 
-def _log_keras_fold(run_id: str, out: Path, history: dict) -> None:
-    """Learning curves and the fold-0 network saved by fit_fold (its input: the estimator's scaled model input)."""
+def _render(summary: dict, names: list[str], title: str, out: Path, history: dict | None, folder: Path) -> None:
+    """The run's artifact files: confusion matrix (PNG, CSV), classification report; for a network, the learning
+    curves and the fold-0 network saved by fit_fold in MLflow's Keras flavor (its input: the estimator's scaled
+    model input)."""
+    tracking.save_figure(confusion_figure(summary["confusion"], names, title=title), folder / "confusion_matrix.png")
+    confusion_frame(summary["confusion"], names).to_csv(folder / "confusion_matrix.csv", index=False)
+    (folder / "classification_report.txt").write_text(summary["report"], encoding="utf-8")
+    if not history:
+        return
     from tasks.models.keras_model import KerasClassifier, learning_curve_figure
 
-    tracking.log_figure(run_id, learning_curve_figure(history), "learning_curve.png")
-    if not (out / "fold0.keras").exists():
-        return
-    est = KerasClassifier.load(out / "fold0.keras")
-    tracking.log_keras_model(run_id, est.model_, est.network_input(np.load(out / "fold0_example.npy")))
+    tracking.save_figure(learning_curve_figure(history), folder / "learning_curve.png")
+    if (out / "fold0.keras").exists():
+        est = KerasClassifier.load(out / "fold0.keras")
+        (folder / "model_fold0").mkdir()
+        tracking.save_keras_model(
+            est.model_, est.network_input(np.load(out / "fold0_example.npy")), folder / "model_fold0"
+        )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import save_npy
+from tasks.cache import cached_folder, digest, save_npy
 from tasks.data.manifest import class_names, read_manifest
 from tasks.evaluation.ensemble_cv import EnsembleOutcome, evaluate_ensembles
 from tasks.evaluation.metrics import confusion_figure, confusion_frame
@@ -50,7 +51,7 @@ def ensemble_task(
     view = {r.name: r.features for r in results}
     out = []
     for o in outcomes:
-        run_id = log_ensemble(o, names, view, experiment_id=experiment_id, parent_id=parent_id)
+        run_id = log_ensemble(o, names, view, experiment_id=experiment_id, parent_id=parent_id, results_dir=results_dir)
         path = str(save_npy(Path(results_dir) / f"ensemble-{o.group}-{o.combiner}-{parent_id[:8]}.npy", o.proba))
         log.info(
             "%s: %.1f%% +- %.1f (members %s)",
@@ -77,19 +78,24 @@ def ensemble_task(
     return out
 
 
-def log_ensemble(o: EnsembleOutcome, names: list[str], view: dict, *, experiment_id: str, parent_id: str) -> str:
-    """One ensemble's nested run: parameters, metrics, fold curve, members, licence tags, confusion matrix."""
-    with tracking.run(
-        experiment_id, name=o.name, params=o.params, parent_id=parent_id, tags={"soundflow.kind": "ensemble"}
-    ) as run_id:
-        tracking.log_metrics(run_id, o.metrics)
-        tracking.log_series(run_id, "fold_accuracy", o.summary["fold_accuracy"])
-        tracking.log_text(run_id, pd.DataFrame(o.per_fold).to_json(orient="records", indent=1), "members.json")
-        tracking.log_params(run_id, {"members": o.members, "final_members": o.final})
-        tracking.tag_run(run_id, license_tags(view[m] for m in {*o.members, *o.final}))
-        tracking.log_figure(
-            run_id, confusion_figure(o.summary["confusion"], names, title=o.name), "confusion_matrix.png"
-        )
-        tracking.log_frame(run_id, confusion_frame(o.summary["confusion"], names), "confusion_matrix.csv")
-        tracking.log_text(run_id, o.summary["report"], "classification_report.txt")
+def log_ensemble(
+    o: EnsembleOutcome, names: list[str], view: dict, *, experiment_id: str, parent_id: str, results_dir: str
+) -> str:
+    """One ensemble's nested run: parameters, metrics, fold curve, members, licence tags, confusion matrix (its
+    files rendered once per content under <results>/ensemble-artifacts, so a warm run only logs them)."""
+    members = pd.DataFrame(o.per_fold).to_json(orient="records", indent=1)
+    params = {**o.params, "members": o.members, "final_members": o.final}
+    tags = {"soundflow.kind": "ensemble", **license_tags(view[m] for m in {*o.members, *o.final})}
+    key = digest(o.name, names, o.summary["confusion"].tolist(), o.summary["report"], members)
+    with tracking.run(experiment_id, name=o.name, params=params, parent_id=parent_id, tags=tags) as run_id:
+        tracking.log_batch(run_id, o.metrics, {"fold_accuracy": o.summary["fold_accuracy"]})
+        folder = Path(results_dir) / "ensemble-artifacts" / key
+        tracking.log_folder(run_id, cached_folder(folder, partial(_render, o.summary, names, o.name, members)))
     return run_id
+
+
+def _render(summary: dict, names: list[str], title: str, members: str, folder: Path) -> None:
+    tracking.save_figure(confusion_figure(summary["confusion"], names, title=title), folder / "confusion_matrix.png")
+    confusion_frame(summary["confusion"], names).to_csv(folder / "confusion_matrix.csv", index=False)
+    (folder / "classification_report.txt").write_text(summary["report"], encoding="utf-8")
+    (folder / "members.json").write_text(members, encoding="utf-8")

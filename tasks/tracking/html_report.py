@@ -14,6 +14,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.cache import atomic_path, digest
 from tasks.models import catalog
 from tasks.records import AuditVerdict, Dataset, EnsembleResult, Result, RunSummary
 
@@ -78,6 +79,18 @@ def figure_png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _curves_png(name: str, history: Path) -> bytes:
+    """A configuration's learning curves as PNG, rendered once per history (kept beside it: a warm run's report
+    only reads it)."""
+    text = history.read_text()
+    path = history.parent / f"curves-{digest(name, text)}.png"
+    if not path.exists():
+        png = figure_png(learning_curves_figure(name, json.loads(text)))
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png)
+    return path.read_bytes()
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -249,7 +262,7 @@ def write_html_report(
     curves = []
     for r in ranked:
         if r.history and Path(r.history).exists():
-            curves.append((r.name, figure_png(learning_curves_figure(r.name, json.loads(Path(r.history).read_text())))))
+            curves.append((r.name, _curves_png(r.name, Path(r.history))))
     rejected = read_rejected(data.rejected) if Path(data.rejected).exists() else pd.DataFrame()
     if len(rejected):
         rejected = rejected[[c for c in ("path", "reason") if c in rejected.columns] or list(rejected.columns)]

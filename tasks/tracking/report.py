@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import save_text
+from tasks.cache import cached_folder, digest, save_text
 from tasks.models import catalog
 from tasks.records import ConfigResult, Dataset, Result
 from tasks.tracking import runs as tracking
@@ -93,15 +94,23 @@ def cnn1d_grid(frame: pd.DataFrame) -> pd.DataFrame | None:
 
 @task(cache_policy=NO_CACHE)
 def spectrogram_examples_task(clips_path: str, manifest_path: str, sr: int, parent_id: str, per_class: int = 3) -> None:
-    """The book's Figure 12-5: spectrogram images of a few clips per class, logged on the parent run."""
+    """The book's Figure 12-5: spectrogram images of a few clips per class, logged on the parent run (rendered
+    once per clips file and rows, beside the clips)."""
     from tasks.data.manifest import class_names, read_manifest
     from tasks.features.representations import compute, example_grid
 
     manifest = read_manifest(manifest_path)
     rows = manifest.groupby("class_id", sort=True).head(per_class).index.to_numpy()
-    images = compute("book_image", np.asarray(np.load(clips_path, mmap_mode="r")[rows]), sr, n_jobs=1)
-    fig = example_grid(images, manifest["class_id"].to_numpy()[rows], class_names(manifest), per_class=per_class)
-    tracking.log_figure(parent_id, fig, "report/spectrogram_examples.png")
+    names = class_names(manifest)
+
+    def render(folder: Path) -> None:
+        images = compute("book_image", np.asarray(np.load(clips_path, mmap_mode="r")[rows]), sr, n_jobs=1)
+        fig = example_grid(images, manifest["class_id"].to_numpy()[rows], names, per_class=per_class)
+        tracking.save_figure(fig, folder / "spectrogram_examples.png")
+
+    key = digest(Path(clips_path).name, rows.tolist(), names, sr, per_class)
+    folder = cached_folder(Path(clips_path).parent / f"examples-{key}", render)
+    tracking.log_folder(parent_id, folder, "report")
 
 
 @task(cache_policy=NO_CACHE)

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 
 from tasks import config
 from tasks.data.manifest import read_manifest
@@ -117,6 +117,34 @@ def log_series(run_id: str, key: str, values, *, start_step: int = 0) -> None:
         client().log_batch(run_id, metrics=items[i : i + 500])
 
 
+def log_batch(run_id: str, metrics: Mapping[str, float] | None = None, series: Mapping[str, Any] | None = None) -> None:
+    """Scalar metrics and series (step = fold or epoch) in as few calls as MLflow allows (1,000 values a call)."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)]
+    for key, values in (series or {}).items():
+        items += [Metric(key, float(v), now, i) for i, v in enumerate(values) if np.isfinite(v)]
+    for i in range(0, len(items), 1000):
+        client().log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def history_series(history: Mapping[str, list], *, fold: int) -> dict[str, list]:
+    """Per-epoch curves of one fold as series for log_batch, e.g. fold0_loss, fold0_val_accuracy."""
+    return {f"fold{fold}_{key}": values for key, values in history.items()}
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """A matplotlib figure as PNG (as log_figure renders it), closed."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def log_folder(run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+    """Every file under `folder` as the run's artifacts (one call)."""
+    client().log_artifacts(run_id, str(folder), artifact_path)
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     """Mark a run FINISHED / FAILED / KILLED."""
     client().set_terminated(run_id, status=status)
@@ -195,27 +223,33 @@ def failed(status: str) -> bool:
     return status == RunStatus.to_string(RunStatus.FAILED)
 
 
-def log_history(run_id: str, history: Mapping[str, list], *, fold: int) -> None:
-    """Per-epoch curves of one fold (step = epoch), e.g. fold0_loss, fold0_val_accuracy."""
-    for key, values in history.items():
-        log_series(run_id, f"fold{fold}_{key}", values)
+_FLOW_RUN_TAGS: dict[str, dict[str, str]] = {}
 
 
 def _flow_run_tags() -> dict[str, str]:
+    """The Prefect flow run's ids and names, looked up once per flow run (each lookup asks the Prefect API)."""
     from prefect.runtime import flow_run
 
-    tags = {}
-    if flow_run.id:
-        # the top-level flow run (the case study), also for runs opened in its cross-validation subflow: failure
-        # hooks and the ghost check look runs up by it
-        root = str(flow_run.root_flow_run_id or flow_run.id)
-        tags = {
-            "prefect.flow_run_id": root,
-            "prefect.flow_run_name": str(flow_run.name),
-            "prefect.flow_name": str(flow_run.flow_name),
-        }
-        if root != str(flow_run.id):
-            tags["prefect.subflow_run_id"] = str(flow_run.id)
+    if not flow_run.id:
+        return {}
+    if flow_run.id not in _FLOW_RUN_TAGS:
+        _FLOW_RUN_TAGS[flow_run.id] = _lookup_flow_run_tags()
+    return _FLOW_RUN_TAGS[flow_run.id]
+
+
+def _lookup_flow_run_tags() -> dict[str, str]:
+    from prefect.runtime import flow_run
+
+    # the top-level flow run (the case study), also for runs opened in its cross-validation subflow: failure
+    # hooks and the ghost check look runs up by it
+    root = str(flow_run.root_flow_run_id or flow_run.id)
+    tags = {
+        "prefect.flow_run_id": root,
+        "prefect.flow_run_name": str(flow_run.name),
+        "prefect.flow_name": str(flow_run.flow_name),
+    }
+    if root != str(flow_run.id):
+        tags["prefect.subflow_run_id"] = str(flow_run.id)
     return tags
 
 
@@ -250,9 +284,9 @@ def tag_split(run_id: str, splits: str) -> None:
 
 def tag_run(run_id: str, tags: Mapping[str, str]) -> None:
     """Set tags on a run (nothing for no tags)."""
-    c = client()
-    for key, value in tags.items():
-        c.set_tag(run_id, key, str(value)[:5000])
+    items = [RunTag(key, str(value)[:5000]) for key, value in tags.items()]
+    if items:
+        client().log_batch(run_id, tags=items)
 
 
 def fail_runs_of_flow_run(flow_run_id: str, status: str = "FAILED") -> int:
@@ -275,17 +309,24 @@ def keras_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("keras", "tensorflow", "numpy")]
 
 
-def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str = "model_fold0") -> None:
-    """Save a Keras model in MLflow's Keras flavor (signature + input example) under a run, without an active run."""
+def save_keras_model(model, example: np.ndarray, folder: str | Path) -> None:
+    """Save a Keras model in MLflow's Keras flavor (signature + input example) into an existing empty folder."""
     import mlflow.keras
     from mlflow.models import infer_signature
 
     # an eager call: model.predict would trace a predict function for this one example
     signature = infer_signature(example, np.asarray(model(example, training=False)))
-    with _SAVE_LOCK, tempfile.TemporaryDirectory() as tmp:  # MLflow's save_model is not thread-safe
-        local = Path(tmp) / artifact_path
-        local.mkdir()  # MLflow 3.17's Keras flavor writes the input example before creating the folder
+    with _SAVE_LOCK:  # MLflow's save_model is not thread-safe
+        # MLflow 3.17's Keras flavor writes the input example before creating the folder: it must exist
         mlflow.keras.save_model(
-            model, str(local), signature=signature, input_example=example, pip_requirements=keras_requirements()
+            model, str(folder), signature=signature, input_example=example, pip_requirements=keras_requirements()
         )
-        client().log_artifacts(run_id, str(local), artifact_path)
+
+
+def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str = "model_fold0") -> None:
+    """Save a Keras model in MLflow's Keras flavor under a run, without an active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / artifact_path
+        local.mkdir()
+        save_keras_model(model, example, local)
+        log_folder(run_id, local, artifact_path)

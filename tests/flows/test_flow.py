@@ -75,17 +75,20 @@ def test_parent_and_child_runs(smoke_run):
     assert best > 0.5
 
 
-def test_deep_runs_have_learning_curves(smoke_run):
-    _, first, _ = smoke_run
+@pytest.mark.parametrize("which", [1, 2])
+def test_deep_runs_have_learning_curves(smoke_run, which):
+    """Both runs: the second (every fold reused) logs the curves and the network the first one rendered."""
+    run_summary = smoke_run[which]
     c = MlflowClient(config.tracking_uri())
-    runs = {r.info.run_name: r for r in _children(c, first.parent_run_id)}
+    runs = {r.info.run_name: r for r in _children(c, run_summary.parent_run_id)}
     for name in ("cnn2d_logmel/logmel+aug", "cnn1d_shallow_k3/raw", "mlp_keras/engineered"):
         run = runs[name]
         assert run.data.params["family"] in ("cnn1d", "cnn2d", "mlp")
         loss = c.get_metric_history(run.info.run_id, "fold0_loss")
         assert len(loss) >= 2 and [m.step for m in loss] == list(range(len(loss)))
         files = {a.path for a in c.list_artifacts(run.info.run_id)}
-        assert {"learning_curve.png", "model_fold0"} <= files
+        assert {"learning_curve.png", "model_fold0", "confusion_matrix.png"} <= files
+        assert "model_fold0/MLmodel" in {a.path for a in c.list_artifacts(run.info.run_id, "model_fold0")}
     assert "cnn2d_logmel/logmel" not in runs  # the log-mel CNN trains on augmented folds only
 
 
@@ -96,6 +99,13 @@ def test_second_run_reuses_results(smoke_run):
     c = MlflowClient(config.tracking_uri())
     reused = [r for r in _children(c, second.parent_run_id) if r.data.tags.get("soundflow.kind") == "model"]
     assert reused and all(r.data.tags.get("soundflow.reused") == "true" for r in reused)
+    # each run's nested runs name its own Prefect flow run (the lookup is kept per flow run, not per process)
+    flow_runs = [c.get_run(s.parent_run_id).data.tags["prefect.flow_run_id"] for s in (first, second)]
+    assert flow_runs[0] != flow_runs[1] and {r.data.tags["prefect.flow_run_id"] for r in reused} == {flow_runs[1]}
+    ensembles = [r for r in _children(c, second.parent_run_id) if r.data.tags.get("soundflow.kind") == "ensemble"]
+    assert ensembles and all(
+        {"confusion_matrix.png", "members.json"} <= {a.path for a in c.list_artifacts(e.info.run_id)} for e in ensembles
+    )
     # the folds are read back in the flow's process: no fold task runs (each would start a worker)
     assert _fold_tasks(c, first.parent_run_id) and not _fold_tasks(c, second.parent_run_id)
 
