@@ -107,11 +107,14 @@ def child(run: str, phase: str, folder: Path, source: str) -> None:
     os.environ["SOUNDFLOW_DATA"] = str(folder / "data")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     os.environ["PREFECT_HOME"] = str(folder / "prefect")
-    from tasks.runtime import quiet_defaults
+    from tasks.runtime import quiet_defaults, start_prefect_api
 
     quiet_defaults()
+    api_ready = start_prefect_api()  # as `soundflow run` does: beside the imports, and apart from the flow's time
     from flows.case_study import case_study
     from flows.params import preset
+
+    api_ready()
 
     name = run.split("_")[0]
     params = preset(name, source=source, experiment=f"bench-e2e-{run}")

@@ -160,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         print(resolved_params(args).model_dump_json(indent=2))
         return 0
     if args.command == "run":
+        from tasks.runtime import start_prefect_api
+
+        api_ready = start_prefect_api()  # beside the imports below
         params = resolved_params(args)
         from flows.case_study import case_study
         from tasks.errors import SoundflowError
 
+        api_ready()
         try:
             result = case_study(params)
         except SoundflowError as exc:  # bad input: the message says what and how to fix it (Prefect logged the rest)

@@ -8,9 +8,10 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import tomllib
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # Lines native TensorFlow prints on every start on a CPU-only machine; they say nothing is wrong.
 TF_STARTUP_NOISE = re.compile(
@@ -43,6 +44,28 @@ def quiet_defaults(environ=os.environ) -> dict[str, str]:
     chosen = {k: v for k, v in wanted.items() if k not in environ and k not in in_profile}
     environ.update(chosen)
     return chosen
+
+
+def start_prefect_api() -> Callable[[], None]:
+    """Start Prefect's temporary server now, in a thread, when the run will need one (no PREFECT_API_URL): Prefect
+    would start it at the first flow call and wait for it there (3-6 s here); begun before the flow's imports, the
+    server process starts beside them. Call the returned function before the first flow runs: it waits until the
+    server answers (Prefect marks it running as soon as it launches the process). If the start fails, the flow's
+    own attempt reports why. Call quiet_defaults() first."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return lambda: None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        with contextlib.suppress(Exception):  # a failed start is left to the flow's own attempt, which says why
+            SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-api-start", daemon=True)
+    thread.start()
+    return thread.join
 
 
 def prefect_profile_settings(environ=os.environ) -> dict[str, str]:

@@ -57,3 +57,37 @@ def test_the_users_own_settings_win(tmp_path):
     }
     (home / "profiles.toml").write_text("not = [toml")
     assert prefect_profile_settings({"PREFECT_HOME": str(home)}) == {}
+
+
+def test_the_temporary_prefect_server_starts_before_the_flow_and_the_flow_uses_it(tmp_path):
+    """start_prefect_api() starts Prefect's temporary server in a thread; once its waiter returns the server answers,
+    and a flow then runs on that server (no second one). With PREFECT_API_URL set it starts nothing."""
+    code = (
+        "import json, threading; from tasks.runtime import quiet_defaults, start_prefect_api; quiet_defaults();"
+        "ready = start_prefect_api(); started = [t.name for t in threading.enumerate()]; ready();"
+        "import httpx; from prefect.server.api.server import SubprocessASGIServer;"
+        "server = SubprocessASGIServer(); health = httpx.get(server.api_url + '/health').status_code;"
+        "from prefect import flow; from prefect.runtime import flow_run;"
+        "run_id = flow(name='probe')(lambda: str(flow_run.id))();"
+        "found = httpx.get(f'{server.api_url}/flow_runs/{run_id}').status_code;"
+        "print(json.dumps({'thread': 'prefect-api-start' in started, 'health': health, 'found': found,"
+        " 'servers': len(SubprocessASGIServer._instances)}))"
+    )
+    env = _fresh_env(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "thread": True,
+        "health": 200,
+        "found": 200,
+        "servers": 1,
+    }
+
+    code = (
+        "import threading; from tasks.runtime import start_prefect_api; start_prefect_api()();"
+        "print(any(t.name == 'prefect-api-start' for t in threading.enumerate()))"
+    )
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # a server elsewhere: nothing to start here
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
