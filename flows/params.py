@@ -216,7 +216,7 @@ MILD_AUGMENTATION: dict[str, Any] = {
     "stretch_rate": (0.85, 1.15),
 }
 
-# Every model family, ~22 minutes cold on 2 cores; the measurements behind each choice: docs/benchmarks.md.
+# Every model family, ~10 minutes cold on 2 cores; the measurements behind each choice: docs/benchmarks.md.
 DEFAULT: dict[str, Any] = {
     "features": ["raw", "engineered", "logmel", "pcen"],
     # No MLP on raw samples; BirdNET (extra `pretrained`, skipped without it) feeds two models: docs/benchmarks.md.
