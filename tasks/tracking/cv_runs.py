@@ -90,13 +90,18 @@ def _metrics(summary: dict, cv: dict) -> dict[str, float]:
     return metrics
 
 
+def save_confusion(summary: dict, names: list[str], title: str, folder: Path) -> None:
+    """A result's confusion matrix (PNG, CSV) and classification report, as files in `folder`."""
+    tracking.save_figure(confusion_figure(summary["confusion"], names, title=title), folder / "confusion_matrix.png")
+    confusion_frame(summary["confusion"], names).to_csv(folder / "confusion_matrix.csv", index=False)
+    (folder / "classification_report.txt").write_text(summary["report"], encoding="utf-8")
+
+
 def _render(summary: dict, names: list[str], title: str, out: Path, history: dict | None, folder: Path) -> None:
     """The run's artifact files: confusion matrix (PNG, CSV), classification report; for a network, the learning
     curves and the fold-0 network saved by fit_fold in MLflow's Keras flavor (its input: the estimator's scaled
     model input)."""
-    tracking.save_figure(confusion_figure(summary["confusion"], names, title=title), folder / "confusion_matrix.png")
-    confusion_frame(summary["confusion"], names).to_csv(folder / "confusion_matrix.csv", index=False)
-    (folder / "classification_report.txt").write_text(summary["report"], encoding="utf-8")
+    save_confusion(summary, names, title, folder)
     if not history:
         return
     from tasks.models.keras_model import KerasClassifier, learning_curve_figure

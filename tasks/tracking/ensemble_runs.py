@@ -12,10 +12,10 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import cached_folder, digest, save_npy
 from tasks.data.manifest import class_names, read_manifest
 from tasks.evaluation.ensemble_cv import EnsembleOutcome, evaluate_ensembles
-from tasks.evaluation.metrics import confusion_figure, confusion_frame
 from tasks.features.pretrained import license_tags
 from tasks.records import ConfigResult, CVInputs, EnsembleResult
 from tasks.tracking import runs as tracking
+from tasks.tracking.cv_runs import save_confusion
 
 
 @task(cache_policy=NO_CACHE)
@@ -95,7 +95,5 @@ def log_ensemble(
 
 
 def _render(summary: dict, names: list[str], title: str, members: str, folder: Path) -> None:
-    tracking.save_figure(confusion_figure(summary["confusion"], names, title=title), folder / "confusion_matrix.png")
-    confusion_frame(summary["confusion"], names).to_csv(folder / "confusion_matrix.csv", index=False)
-    (folder / "classification_report.txt").write_text(summary["report"], encoding="utf-8")
+    save_confusion(summary, names, title, folder)
     (folder / "members.json").write_text(members, encoding="utf-8")

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -102,25 +101,17 @@ def log_params(run_id: str, params: Mapping[str, Any]) -> None:
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
-    """Log scalar metrics in one batch."""
+    """Log scalar metrics (at `step`) in one batch."""
+    log_batch(run_id, metrics, step=step)
+
+
+def log_batch(
+    run_id: str, metrics: Mapping[str, float] | None = None, series: Mapping[str, Any] | None = None, *, step: int = 0
+) -> None:
+    """Scalar metrics (at `step`) and series (step = fold or epoch, so the UI draws a curve) in as few calls as
+    MLflow allows (1,000 values a call); NaN and None are left out."""
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and np.isfinite(v)]
-    for i in range(0, len(items), 500):
-        client().log_batch(run_id, metrics=items[i : i + 500])
-
-
-def log_series(run_id: str, key: str, values, *, start_step: int = 0) -> None:
-    """Log one metric as a series (step = fold or epoch), so the UI draws it as a curve."""
-    now = int(time.time() * 1000)
-    items = [Metric(key, float(v), now, start_step + i) for i, v in enumerate(values) if np.isfinite(v)]
-    for i in range(0, len(items), 500):
-        client().log_batch(run_id, metrics=items[i : i + 500])
-
-
-def log_batch(run_id: str, metrics: Mapping[str, float] | None = None, series: Mapping[str, Any] | None = None) -> None:
-    """Scalar metrics and series (step = fold or epoch) in as few calls as MLflow allows (1,000 values a call)."""
-    now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)]
+    items = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)]
     for key, values in (series or {}).items():
         items += [Metric(key, float(v), now, i) for i, v in enumerate(values) if np.isfinite(v)]
     for i in range(0, len(items), 1000):
@@ -321,12 +312,3 @@ def save_keras_model(model, example: np.ndarray, folder: str | Path) -> None:
         mlflow.keras.save_model(
             model, str(folder), signature=signature, input_example=example, pip_requirements=keras_requirements()
         )
-
-
-def log_keras_model(run_id: str, model, example: np.ndarray, artifact_path: str = "model_fold0") -> None:
-    """Save a Keras model in MLflow's Keras flavor under a run, without an active run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / artifact_path
-        local.mkdir()
-        save_keras_model(model, example, local)
-        log_folder(run_id, local, artifact_path)

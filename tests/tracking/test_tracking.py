@@ -28,7 +28,7 @@ def test_nested_runs_with_explicit_ids_from_threads():
 
     def child(i):
         with tracking.run(exp, name=f"child{i}", params={"i": i}, parent_id=parent) as rid:
-            tracking.log_series(rid, "fold_accuracy", [i / 10, i / 10 + 0.01])
+            tracking.log_batch(rid, series={"fold_accuracy": [i / 10, i / 10 + 0.01]})
         return rid
 
     with ThreadPoolExecutor(2) as pool:
@@ -43,7 +43,7 @@ def test_nested_runs_with_explicit_ids_from_threads():
         assert [m.step for m in hist] == [0, 1] and hist[0].value == pytest.approx(i / 10)
 
 
-def test_keras_model_logged_in_keras_flavor_reloads_identically(rng):
+def test_keras_model_logged_in_keras_flavor_reloads_identically(rng, tmp_path):
     import keras
     import mlflow.keras
     import numpy as np
@@ -55,7 +55,9 @@ def test_keras_model_logged_in_keras_flavor_reloads_identically(rng):
     x = rng.random((3, 882, 1)).astype("float32")
     exp = tracking.ensure_experiment("test-tracking")
     with tracking.run(exp, name="keras") as rid:
-        tracking.log_keras_model(rid, model, x)
+        (tmp_path / "model_fold0").mkdir()
+        tracking.save_keras_model(model, x, tmp_path / "model_fold0")
+        tracking.log_folder(rid, tmp_path / "model_fold0", "model_fold0")
     files = {a.path for a in tracking.client().list_artifacts(rid, "model_fold0")}
     assert "model_fold0/MLmodel" in files
     reloaded = mlflow.keras.load_model(f"runs:/{rid}/model_fold0")
